@@ -1,0 +1,24 @@
+# The two quick-start commands: `make dev` (Dagster UI on 127.0.0.1:3000) and `make test`.
+# Both create .venv from requirements.lock first; nothing else needs to be installed.
+SHELL := /bin/bash
+VENV := .venv
+export DAGSTER_HOME := $(CURDIR)/.dagster
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: dev test check lock bootstrap
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+dev: bootstrap
+	dg dev --host 127.0.0.1 --port 3000
+
+test: bootstrap
+	python -m pytest $(PYTEST_ARGS)
+
+check: bootstrap
+	dg check defs
+
+# Regenerate requirements.lock after changing dependencies in pyproject.toml.
+lock: bootstrap
+	uv pip compile --quiet --universal --python-version 3.11 --extra dev pyproject.toml -o requirements.lock

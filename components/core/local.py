@@ -1,0 +1,128 @@
+"""Local execution: run a rendered job script as a subprocess of the Dagster step, through Pipes.
+
+The same script a cluster would receive runs here (without #SBATCH), so modules, environment and
+launch line are exercised on a laptop. Logs, metadata and check results come back through Pipes;
+a failing workload fails the step with its exit code and the tail of its stderr.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import dagster as dg
+
+STDERR_TAIL_LINES = 40
+KEEP_JOB_DIRS_ENV = "HPC_KEEP_JOB_DIRS"
+
+
+def make_job_dir(root: Path, name: str) -> Path:
+    """A private (0700) directory for one run of one step."""
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    job_dir = root / name
+    suffix = 0
+    while True:
+        candidate = job_dir if suffix == 0 else root / f"{name}-{suffix}"
+        try:
+            candidate.mkdir(mode=0o700)
+            break
+        except FileExistsError:
+            suffix += 1
+    os.chmod(candidate, 0o700)  # mkdir's mode is filtered by the umask
+    return candidate
+
+
+def _pump(stream, tail: collections.deque, sink) -> None:
+    for raw in iter(stream.readline, b""):
+        line = raw.decode("utf-8", errors="replace")
+        tail.append(line.rstrip("\n"))
+        sink.write(line)
+        sink.flush()
+    stream.close()
+
+
+def _stop(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """Terminate the whole process group: the workload may have started children."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+def run_script(
+    context: dg.AssetExecutionContext,
+    *,
+    script: str,
+    job_dir: Path,
+    workloads_dir: Path,
+    env: Mapping[str, str],
+    metadata: Mapping[str, dg.MetadataValue],
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    script_path = job_dir / "job.sh"
+    script_path.write_text(script, encoding="utf-8")
+    script_path.chmod(0o700)
+    (job_dir / "workloads").symlink_to(workloads_dir.resolve(), target_is_directory=True)
+
+    tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+    with dg.open_pipes_session(
+        context=context.op_execution_context,
+        context_injector=dg.PipesTempFileContextInjector(),
+        message_reader=dg.PipesTempFileMessageReader(),
+    ) as session:
+        proc_env = {**os.environ, **env, **session.get_bootstrap_env_vars(), "PYTHONUNBUFFERED": "1"}
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            ["bash", str(script_path)],
+            cwd=job_dir,
+            env=proc_env,
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        pump = threading.Thread(target=_pump, args=(proc.stderr, tail, sys.stderr), daemon=True)
+        pump.start()
+        try:
+            returncode = proc.wait()
+        except BaseException:
+            # Run terminated from Dagster (or Ctrl-C): leave nothing running behind.
+            _stop(proc)
+            raise
+        finally:
+            pump.join(timeout=5)
+        elapsed = time.monotonic() - started
+
+    if returncode != 0:
+        stderr_tail = "\n".join(tail)
+        raise dg.Failure(
+            description=(
+                f"workload exited with code {returncode} after {elapsed:.1f}s (job dir {job_dir})\n"
+                f"--- last {len(tail)} lines of stderr ---\n{stderr_tail}"
+            ),
+            metadata={
+                "exit_code": returncode,
+                "stderr_tail": dg.MetadataValue.text(stderr_tail),
+                "job_dir": str(job_dir),
+            },
+        )
+    if not os.environ.get(KEEP_JOB_DIRS_ENV):
+        shutil.rmtree(job_dir, ignore_errors=True)
+    extra = {
+        **metadata,
+        "exit_code": dg.MetadataValue.int(0),
+        "elapsed_s": dg.MetadataValue.float(round(elapsed, 3)),
+    }
+    yield from session.get_results(metadata=extra)

@@ -1,0 +1,254 @@
+"""Job scripts from cluster profiles: every directive traceable to the setting that produced it.
+
+The renderer is pure: it needs a profile and a job description, never a connection, so the exact
+script an asset would submit can be previewed anywhere (like dask-jobqueue's job_script()).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+import jinja2
+from markupsafe import Markup
+
+from components.core import shell
+from components.core.errors import ConfigError
+from components.core.profiles import TEMPLATES_DIR, ClusterProfile
+from components.core.resources import JobResources, describe, place
+from components.core.units import format_mem, format_time
+
+Launcher = Literal["python", "bash"]
+WORKLOADS_DIR = "workloads"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to run, independent of where: the component translates its YAML into this."""
+
+    name: str
+    assets: tuple[str, ...]
+    workload: PurePosixPath  # relative to the project's workloads/ directory
+    launcher: Launcher = "python"
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    forward_env: tuple[str, ...] = ()
+    resources: JobResources = field(default_factory=JobResources)
+
+    def __post_init__(self) -> None:
+        for name, _ in self.env:
+            shell.check_env_name(name)
+        for name in self.forward_env:
+            shell.check_env_name(name)
+        if self.workload.is_absolute() or ".." in self.workload.parts:
+            raise ValueError(f"workload {self.workload} must be a path inside {WORKLOADS_DIR}/")
+
+
+@dataclass(frozen=True)
+class Directive:
+    option: shell.ShellSafe
+    source: str
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """Everything the template needs, computed and validated in Python."""
+
+    profile: ClusterProfile
+    job: JobSpec
+    directives: tuple[Directive, ...]
+    notes: tuple[str, ...]
+    launch: shell.ShellSafe
+    warnings: tuple[str, ...] = ()
+
+
+def _directives(profile: ClusterProfile, job: JobSpec, strict: bool) -> tuple[list[Directive], list[str], list[str]]:
+    assert profile.slurm is not None
+    res, slurm = job.resources, profile.slurm
+    placement = place(profile, res)
+    pclass, cpath = placement.pclass, ("slurm", "partitions", placement.class_name)
+    omitted = set(pclass.omit_directives)
+    out: list[Directive] = []
+    notes: list[str] = []
+    warnings: list[str] = []
+
+    def add(option: str, source: str) -> None:
+        out.append(Directive(shell.check_directive(option), source))
+
+    def skip(name: str, value: str, why: str) -> None:
+        notes.append(f"--{name}={value} requested but not set: {why}")
+
+    add(f"--job-name={shell.job_name(job.name)}", f"asset {', '.join(job.assets)}")
+    # Relative to the job directory, where the script is submitted from: no path is baked in.
+    add("--output=slurm-%j.out", "job directory layout")
+    add("--error=slurm-%j.err", "job directory layout")
+    add(f"--partition={res.partition or pclass.partition}",
+        "resources.partition" if res.partition else profile.source(*cpath, "partition"))
+    qos = res.qos or pclass.qos
+    if qos and "qos" not in omitted:
+        add(f"--qos={qos}", "resources.qos" if res.qos else profile.source(*cpath, "qos"))
+    account = res.account or profile.account()
+    if account and "account" not in omitted:
+        if res.account:
+            source = "resources.account"
+        elif slurm.account_env and os.environ.get(slurm.account_env):
+            source = f"${slurm.account_env} ({profile.source('slurm', 'account_env')})"
+        else:
+            source = profile.source("slurm", "account")
+        add(f"--account={account}", source)
+    elif slurm.account_required:
+        hint = f"set ${slurm.account_env}" if slurm.account_env else "set slurm.account"
+        if strict:
+            raise ConfigError(
+                f"cluster {profile.name!r} requires a project account and none is set",
+                fix=f"{hint}, or set resources.account on the asset",
+            )
+        warnings.append(f"no account set for {profile.name}: {hint} before submitting")
+        notes.append(f"--account is required on {profile.name} but not set here: {hint}")
+    if res.nodes > 1 or pclass.nodes_directive == "always":
+        if "nodes" in omitted:
+            skip("nodes", str(res.nodes), f"{profile.source(*cpath, 'omit_directives')}")
+        else:
+            add(f"--nodes={res.nodes}", "resources.nodes")
+    else:
+        notes.append(f"--nodes left out for a single-node job ({profile.source(*cpath, 'nodes_directive')})")
+    if "ntasks" not in omitted:
+        add(f"--ntasks={res.total_tasks}", "resources.ntasks" if res.ntasks else "resources.nodes (one task per node)")
+    if "cpus-per-task" not in omitted:
+        add(f"--cpus-per-task={res.cpus_per_task}", "resources.cpus_per_task")
+    if res.mem_mb is not None:
+        if "mem" in omitted:
+            skip("mem", format_mem(res.mem_mb), f"{profile.name} rejects it here ({profile.source(*cpath, 'omit_directives')})")
+            warnings.append(f"mem={format_mem(res.mem_mb)} is not requested on {profile.name}/{placement.class_name}")
+        else:
+            add(f"--mem={format_mem(res.mem_mb)}", "resources.mem")
+    if res.gpus > 0:
+        add(slurm.gpu_directive.format(gpus=res.gpus), f"resources.gpus via {profile.source('slurm', 'gpu_directive')}")
+    if "time" not in omitted:
+        add(f"--time={format_time(placement.time_s)}", placement.time_source)
+    if res.exclusive:
+        add("--exclusive", "resources.exclusive")
+    for i, extra in enumerate(slurm.extra_directives):
+        add(extra, profile.source("slurm", "extra_directives", i))
+    for i, extra in enumerate(pclass.extra_directives):
+        add(extra, profile.source(*cpath, "extra_directives", i))
+    for extra in res.extra_directives:
+        add(extra, "resources.extra_directives")
+    return out, notes, warnings
+
+
+def _launch(profile: ClusterProfile, job: JobSpec) -> shell.ShellSafe:
+    script = PurePosixPath(WORKLOADS_DIR) / job.workload
+    if job.launcher == "python":
+        python = profile.environment.python
+        exe = sys.executable if python == "current" else python
+        argv = [shell.quote(exe), "-u", shell.quote(str(script))]
+    else:
+        argv = ["bash", shell.quote(str(script))]
+    argv += [shell.quote(a) for a in job.args]
+    command = " ".join(argv)
+    if profile.scheduler == "slurm" and job.resources.total_tasks > 1:
+        srun = " ".join(["srun", *(profile.slurm.srun_args if profile.slurm else [])])
+        command = f"{srun} {command}"
+    return shell.ShellSafe(command)
+
+
+def plan_job(profile: ClusterProfile, job: JobSpec, *, strict: bool = False) -> JobPlan:
+    """Validate the job against the profile and compute directives; strict=True is for submission."""
+    if profile.scheduler == "slurm":
+        directives, notes, warnings = _directives(profile, job, strict)
+    else:
+        directives, warnings = [], []
+        notes = [f"resources recorded, not enforced locally: {describe(job.resources)}"]
+    return JobPlan(profile, job, tuple(directives), tuple(notes), _launch(profile, job), tuple(warnings))
+
+
+def _finalize(value: object) -> object:
+    # Anything not already made safe is quoted: a template cannot leak a raw YAML value into the shell.
+    # Markup covers ShellSafe and the output of super() and blocks under autoescape.
+    if isinstance(value, Markup):
+        return value
+    if value is None:
+        return shell.ShellSafe("")
+    if isinstance(value, bool | int | float):
+        return shell.ShellSafe(str(value))
+    return shell.quote(value)
+
+
+def _comment(value: object) -> shell.ShellSafe:
+    return shell.ShellSafe(" ".join(str(value).split()))
+
+
+def template_environment(clusters_dir: Path) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(clusters_dir) / TEMPLATES_DIR)),
+        undefined=jinja2.StrictUndefined,
+        finalize=_finalize,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        # Autoescape is on only so that "safe" marks survive blocks; _finalize quotes for the shell,
+        # which leaves nothing for HTML escaping to touch.
+        autoescape=True,
+    )
+    env.filters["comment"] = _comment
+    env.filters["q"] = shell.quote
+    env.filters["path"] = shell.quote_path
+    return env
+
+
+def _data_dir(profile: ClusterProfile, project_root: Path) -> shell.ShellSafe:
+    data_dir = profile.paths.effective_data_dir()
+    if profile.scheduler == "local" and not data_dir.startswith(("/", "$", "~")):
+        data_dir = str((project_root / data_dir).resolve())
+    return shell.quote_path(data_dir)
+
+
+def render_script(plan: JobPlan, clusters_dir: Path) -> str:
+    profile, job = plan.profile, plan.job
+    environment = profile.environment
+    context = {
+        "profile": {
+            "name": profile.name,
+            "description": _comment(profile.description),
+            "source": _comment(profile.source()),
+        },
+        "job": {
+            "name": shell.job_name(job.name),
+            "assets": [_comment(a) for a in job.assets],
+            "workload": _comment(job.workload),
+            "launcher": job.launcher,
+        },
+        "directives": plan.directives,
+        "notes": [_comment(n) for n in plan.notes],
+        "module_purge": environment.module_purge,
+        "modules": [shell.ShellSafe(m) for m in environment.modules],
+        "setup": [shell.ShellSafe(line) for line in environment.setup],
+        "env": [(shell.ShellSafe(k), shell.quote(v)) for k, v in (*environment.env.items(), *job.env)],
+        "forward_env": [shell.ShellSafe(n) for n in job.forward_env],
+        "data_dir": _data_dir(profile, Path(clusters_dir).parent),
+        "launch": plan.launch,
+    }
+    try:
+        template = template_environment(clusters_dir).get_template(profile.template)
+        return template.render(**context)
+    except jinja2.TemplateError as exc:
+        lineno = getattr(exc, "lineno", None)
+        name = getattr(exc, "filename", None) or profile.template
+        raise ConfigError(
+            f"template error: {exc.message if hasattr(exc, 'message') else exc}",
+            fix="correct the Jinja template; the variables it may use are listed in clusters/README.md",
+            location=None,
+        ).at(_template_location(clusters_dir, name, lineno)) from None
+
+
+def _template_location(clusters_dir: Path, name: str, line: int | None):
+    from components.core.errors import Location
+
+    path = Path(name)
+    if not path.is_absolute():
+        path = Path(clusters_dir) / TEMPLATES_DIR / name
+    return Location(file=path, line=line)

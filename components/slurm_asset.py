@@ -1,0 +1,311 @@
+"""SlurmAssetComponent: a workload script that materializes assets locally or as a Slurm job.
+
+The component only translates YAML into calls on components.core: profile loading, job planning,
+script rendering and execution. Override `get_job_spec` or `execute` to customise.
+"""
+
+from __future__ import annotations
+
+import datetime
+import textwrap
+from collections.abc import Iterator, Sequence
+from functools import cached_property
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Literal
+
+import dagster as dg
+from pydantic import BaseModel, Field
+
+from components.core import shell
+from components.core.errors import ConfigError, Location
+from components.core.local import make_job_dir, run_script
+from components.core.profiles import ClusterProfile, load_profile, resolve_cluster_name
+from components.core.render import WORKLOADS_DIR, JobPlan, JobSpec, plan_job, render_script
+from components.core.resources import JobResources
+from components.core.yamlio import KeyPath, LineMap, load_yaml
+
+CLUSTERS_DIR = "clusters"
+LOCAL_JOBS_DIR = ".hpc/jobs"
+
+
+def _doc(description: str, *examples: object) -> dg.Resolver:
+    return dg.Resolver.default(description=description, examples=list(examples) or None)
+
+
+class ResourcesModel(dg.Resolvable, dg.Model):
+    """Slurm resources; each field becomes one #SBATCH directive (see `hpc render`)."""
+
+    nodes: Annotated[int, _doc("Number of nodes (--nodes).", 1, 2)] = 1
+    ntasks: Annotated[int | None, _doc("Total tasks (--ntasks); default one per node. >1 launches with srun.", 4)] = None
+    cpus_per_task: Annotated[int, _doc("CPU cores per task (--cpus-per-task).", 4)] = 1
+    mem: Annotated[str | None, _doc("Memory per node (--mem): a number with K/M/G/T; bare numbers are MB.", "8G", "500M")] = None
+    gpus: Annotated[int, _doc("GPUs per node, rendered with the profile's gpu_directive (--gres=gpu:N).", 0, 1)] = 0
+    time: Annotated[str | None, _doc("Wall time limit (--time): MM, HH:MM:SS or D-HH:MM:SS. Default: the profile's.", "00:30:00", "1-00:00:00")] = None
+    partition_class: Annotated[
+        str | None, _doc("Resource class of the cluster profile (cpu, gpu, debug, ...). Default: gpu if gpus > 0, else cpu.", "debug")
+    ] = None
+    partition: Annotated[str | None, _doc("Override the partition the class maps to.", "boost_usr_prod")] = None
+    qos: Annotated[str | None, _doc("Override the QoS the class maps to.", "boost_qos_dbg")] = None
+    account: Annotated[str | None, _doc("Override the project account (normally from the profile's account_env).", "p71234")] = None
+    exclusive: Annotated[bool, _doc("Request whole nodes (--exclusive).")] = False
+    extra_directives: Annotated[
+        list[str], _doc("Further sbatch options, one per item, as --name=value.", ["--constraint=a100"])
+    ] = []
+
+
+
+class ScaffoldParams(BaseModel):
+    script: str | None = Field(None, description="Workload file name under workloads/ (default: <name>.py).")
+    launcher: Literal["python", "bash"] = "python"
+    cluster: str | None = Field(None, description="Cluster profile name (default: $HPC_CLUSTER or local).")
+
+
+_PYTHON_STUB = """\
+\"\"\"Workload for asset {asset}: runs on the compute side and needs only dagster-pipes.\"\"\"
+
+from dagster_pipes import open_dagster_pipes
+
+
+def main() -> None:
+    with open_dagster_pipes() as pipes:
+        pipes.log.info("computing {asset}")
+        rows = 42  # replace with the real work
+        pipes.report_asset_materialization(metadata={{"rows": rows}})
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+_BASH_STUB = """\
+#!/bin/bash
+# Workload for asset {asset}. Logs go to stdout/stderr; exit non-zero to fail the step.
+set -euo pipefail
+echo "computing {asset} on $(hostname)"
+"""
+
+
+class SlurmAssetScaffolder(dg.Scaffolder[ScaffoldParams]):
+    """`dg scaffold defs components.SlurmAssetComponent NAME`: a defs.yaml and a workload stub."""
+
+    @classmethod
+    def get_scaffold_params(cls) -> type[ScaffoldParams]:
+        return ScaffoldParams
+
+    def scaffold(self, request: dg.ScaffoldRequest[ScaffoldParams]) -> None:
+        params = request.params
+        name = request.target_path.name
+        suffix = ".py" if params.launcher == "python" else ".sh"
+        script = params.script or f"{name}{suffix}"
+        project_root = request.project_root or Path.cwd()
+        workload = project_root / WORKLOADS_DIR / script
+        if not workload.exists():
+            workload.parent.mkdir(parents=True, exist_ok=True)
+            stub = _PYTHON_STUB if params.launcher == "python" else _BASH_STUB
+            workload.write_text(stub.format(asset=name), encoding="utf-8")
+        attributes: dict = {
+            "assets": [{"key": name, "kinds": ["slurm"], "description": f"Computed by workloads/{script}"}],
+            "script": script,
+            "launcher": params.launcher,
+            "resources": {"cpus_per_task": 1, "mem": "2G", "time": "00:10:00"},
+        }
+        if params.cluster:
+            attributes["cluster"] = params.cluster
+        dg.scaffold_component(request, attributes)
+
+
+@dg.scaffold_with(SlurmAssetScaffolder)
+class SlurmAssetComponent(dg.Component, dg.Resolvable, dg.Model):
+    """Assets computed by a workload script that runs locally or as a Slurm job on an HPC cluster.
+
+    The workload (under workloads/) reports logs, metadata and asset checks through Dagster Pipes.
+    The cluster comes from `cluster`, else $HPC_CLUSTER, else `local`; its profile in clusters/
+    turns `resources` into site-correct #SBATCH directives. Preview the job script with
+    `hpc render defs/<path> --cluster <name>`.
+
+    Examples:
+        .. code-block:: yaml
+
+            type: components.SlurmAssetComponent
+            attributes:
+              assets:
+                - key: features/embeddings
+              script: embed.py
+              resources: {gpus: 1, mem: 32G, time: "02:00:00"}
+              cluster: leonardo
+    """
+
+    assets: Annotated[
+        Sequence[dg.ResolvedAssetSpec],
+        _doc("Assets the workload materializes (key, deps, group_name, kinds, description, owners, tags, metadata).",
+             [{"key": "raw/numbers", "group_name": "examples"}]),
+    ]
+    checks: Annotated[
+        Sequence[dg.ResolvedAssetCheckSpec] | None,
+        _doc("Asset checks the workload reports with report_asset_check.", [{"name": "no_nulls", "asset": "raw/numbers"}]),
+    ] = None
+    script: Annotated[str, _doc("Workload path relative to workloads/.", "numbers.py", "preprocess/clean.sh")]
+    args: Annotated[list[str | int | float], _doc("Arguments passed to the workload, each shell-quoted.", ["--rows", "1000"])] = []
+    env: Annotated[
+        dict[str, str | int | float | bool], _doc("Environment variables exported in the job script (never put secrets here).", {"OMP_NUM_THREADS": "4"})
+    ] = {}
+    forward_env: Annotated[
+        list[str], _doc("Names of variables passed from Dagster's environment at run time, never written to the script: use for secrets.", ["HF_TOKEN"])
+    ] = []
+    launcher: Annotated[Literal["python", "bash"], _doc("How the workload is started.", "python", "bash")] = "python"
+    resources: Annotated[ResourcesModel, _doc("Slurm resources for the job.")] = ResourcesModel()
+    cluster: Annotated[
+        str | None, _doc("Cluster profile in clusters/ (local, docker, vsc5, leonardo, musica). Default: $HPC_CLUSTER, else local.", "leonardo")
+    ] = None
+    name: Annotated[str | None, _doc("Op name; default derived from the first asset key.", "numbers_job")] = None
+
+    # --- hooks -------------------------------------------------------------------------------
+
+    @property
+    def op_name(self) -> str:
+        if self.name:
+            return self.name
+        return "__".join(self.assets[0].key.path).replace("-", "_")
+
+    def get_job_spec(self, project_root: Path) -> JobSpec:
+        """Translate the YAML attributes into the core's job description."""
+        res = self.resources
+        return JobSpec(
+            name=self.op_name,
+            assets=tuple(spec.key.to_user_string() for spec in self.assets),
+            workload=self._workload_path(project_root),
+            launcher=self.launcher,
+            args=tuple(str(a) for a in self.args),
+            env=tuple((k, str(v)) for k, v in self.env.items()),
+            forward_env=tuple(self.forward_env),
+            resources=JobResources(
+                nodes=res.nodes,
+                ntasks=res.ntasks,
+                cpus_per_task=res.cpus_per_task,
+                mem=res.mem,
+                gpus=res.gpus,
+                time=res.time,
+                partition_class=res.partition_class,
+                partition=res.partition,
+                qos=res.qos,
+                account=res.account,
+                exclusive=res.exclusive,
+                extra_directives=tuple(res.extra_directives),
+            ),
+        )
+
+    def get_profile(self, project_root: Path, cluster: str | None = None) -> ClusterProfile:
+        try:
+            return load_profile(resolve_cluster_name(cluster or self.cluster), project_root / CLUSTERS_DIR)
+        except ConfigError as exc:
+            raise exc.at(Location(key="cluster")) if exc.location.file is None else exc
+
+    def plan(self, project_root: Path, cluster: str | None = None, *, strict: bool = False) -> JobPlan:
+        return plan_job(self.get_profile(project_root, cluster), self.get_job_spec(project_root), strict=strict)
+
+    def render(self, project_root: Path, cluster: str | None = None) -> str:
+        """The exact job script this component would run on `cluster`; connects to nothing."""
+        plan = self.plan(project_root, cluster)
+        return render_script(plan, project_root / CLUSTERS_DIR)
+
+    def execute(
+        self, context: dg.AssetExecutionContext, project_root: Path, plan: JobPlan
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        script = render_script(plan, project_root / CLUSTERS_DIR)
+        for warning in plan.warnings:
+            context.log.warning(warning)
+        if plan.profile.scheduler != "local":
+            raise dg.Failure(
+                description=(
+                    f"cluster {plan.profile.name!r} needs Slurm submission over SSH, which this build does not have; "
+                    "run with HPC_CLUSTER=local or preview the script with `hpc render`"
+                )
+            )
+        context.log.info(f"running {plan.job.workload} locally ({plan.notes[0] if plan.notes else ''})")
+        stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+        job_dir = make_job_dir(project_root / LOCAL_JOBS_DIR, f"{stamp}-{context.run_id[:8]}-{self.op_name}")
+        yield from run_script(
+            context,
+            script=script,
+            job_dir=job_dir,
+            workloads_dir=project_root / WORKLOADS_DIR,
+            env={"HPC_CLUSTER": plan.profile.name},
+            metadata={
+                "cluster": dg.MetadataValue.text(plan.profile.name),
+                "launcher": dg.MetadataValue.text(self.launcher),
+                "workload": dg.MetadataValue.text(str(plan.job.workload)),
+            },
+        )
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _workload_path(self, project_root: Path) -> PurePosixPath:
+        raw = PurePosixPath(self.script)
+        if raw.parts and raw.parts[0] == WORKLOADS_DIR:
+            raw = PurePosixPath(*raw.parts[1:])
+        if raw.is_absolute() or ".." in raw.parts or not raw.parts:
+            raise ConfigError(
+                f"script {self.script!r} must be a relative path inside {WORKLOADS_DIR}/",
+                fix=f"move the file into {WORKLOADS_DIR}/ and give its path relative to it",
+                location=Location(key="script"),
+            )
+        if not (project_root / WORKLOADS_DIR / raw).is_file():
+            available = sorted(
+                str(p.relative_to(project_root / WORKLOADS_DIR))
+                for p in (project_root / WORKLOADS_DIR).rglob("*")
+                if p.is_file() and p.suffix in (".py", ".sh")
+            )
+            raise ConfigError(
+                f"workload script {WORKLOADS_DIR}/{raw} does not exist",
+                fix=f"create it, or use one of: {', '.join(available) or 'none yet'}",
+                location=Location(key="script"),
+            )
+        return raw
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        project_root = Path(context.project_root)
+        defs_file = Path(context.path) / "defs.yaml"
+        try:
+            plan = self.plan(project_root)
+        except (ConfigError, ValueError) as exc:
+            raise _placed(exc, defs_file) from None
+
+        @dg.multi_asset(
+            name=self.op_name,
+            specs=self.assets,
+            check_specs=self.checks,
+            description=f"{self.launcher} workload {WORKLOADS_DIR}/{plan.job.workload}",
+            op_tags={"hpc/cluster": plan.profile.name},
+        )
+        def _assets(context):  # unannotated: string annotations confuse dagster's check
+            # Re-plan at run time: the environment (cluster, account) may differ from load time.
+            run_plan = self.plan(project_root, strict=True)
+            yield from self.execute(context, project_root, run_plan)
+
+        return dg.Definitions(assets=[_assets])
+
+
+def _placed(exc: Exception, defs_file: Path) -> ConfigError:
+    """Point an error at defs.yaml: the line of the attribute at fault (the raiser names its key)."""
+    if isinstance(exc, ConfigError):
+        error = exc
+    else:
+        # JobResources' own checks start with the field name: "gpus must be 0 or more".
+        field = str(exc).split(" ", 1)[0]
+        key = f"resources.{field}" if field in ResourcesModel.model_fields else None
+        error = ConfigError(str(exc), location=Location(key=key))
+    lines = _line_map(defs_file)
+    key_path: KeyPath = ("attributes", *(error.location.key or "").split(".")) if error.location.key else ("attributes",)
+    here = lines.location(key_path) if lines else Location(file=defs_file, key=".".join(map(str, key_path)))
+    if error.location.file is not None:
+        # The fault is in a profile or template; say which asset definition led there.
+        return ConfigError(f"{error.problem}\n  used by: {here}", fix=error.fix, location=error.location)
+    return ConfigError(error.problem, fix=error.fix, location=here)
+
+
+def _line_map(defs_file: Path) -> LineMap | None:
+    try:
+        return load_yaml(defs_file)[1]
+    except ConfigError:
+        # Several documents in one defs.yaml: fall back to the file without a line.
+        return None
