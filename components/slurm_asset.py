@@ -7,6 +7,7 @@ script rendering and execution. Override `get_job_spec` or `execute` to customis
 from __future__ import annotations
 
 import datetime
+import sys
 import textwrap
 from collections.abc import Iterator, Sequence
 from functools import cached_property
@@ -223,7 +224,7 @@ class SlurmAssetComponent(dg.Component, dg.Resolvable, dg.Model):
             )
         context.log.info(f"running {plan.job.workload} locally ({plan.notes[0] if plan.notes else ''})")
         stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
-        job_dir = make_job_dir(project_root / LOCAL_JOBS_DIR, f"{stamp}-{context.run_id[:8]}-{self.op_name}")
+        job_dir = make_job_dir(project_root / LOCAL_JOBS_DIR, f"{stamp}-{context.run.run_id[:8]}-{self.op_name}")
         yield from run_script(
             context,
             script=script,
@@ -247,6 +248,13 @@ class SlurmAssetComponent(dg.Component, dg.Resolvable, dg.Model):
             raise ConfigError(
                 f"script {self.script!r} must be a relative path inside {WORKLOADS_DIR}/",
                 fix=f"move the file into {WORKLOADS_DIR}/ and give its path relative to it",
+                location=Location(key="script"),
+            )
+        if self.launcher == "python" and raw.suffix == ".py" and raw.stem in sys.stdlib_module_names:
+            # Python puts the script's directory first on sys.path: numbers.py would replace `numbers`.
+            raise ConfigError(
+                f"workload {WORKLOADS_DIR}/{raw} shadows the standard library module {raw.stem!r}",
+                fix=f"rename it, for example to {WORKLOADS_DIR}/{raw.with_stem(raw.stem + '_job')}",
                 location=Location(key="script"),
             )
         if not (project_root / WORKLOADS_DIR / raw).is_file():

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -78,6 +79,8 @@ def run_script(
     (job_dir / "workloads").symlink_to(workloads_dir.resolve(), target_is_directory=True)
 
     tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+    # Pipes flags one of its own internals as a preview feature; the warning means nothing to users.
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning, module="dagster._core.pipes")
     with dg.open_pipes_session(
         context=context.op_execution_context,
         context_injector=dg.PipesTempFileContextInjector(),
@@ -125,4 +128,25 @@ def run_script(
         "exit_code": dg.MetadataValue.int(0),
         "elapsed_s": dg.MetadataValue.float(round(elapsed, 3)),
     }
-    yield from session.get_results(metadata=extra)
+    results = list(session.get_results(metadata=extra))
+    yield from results
+    yield from unreported_checks(context, results)
+
+
+def unreported_checks(
+    context: dg.AssetExecutionContext, results: list
+) -> Iterator[dg.AssetCheckResult]:
+    """A declared check the workload never reported fails visibly instead of crashing the step."""
+    reported = {
+        dg.AssetCheckKey(r.asset_key, r.check_name)
+        for r in results
+        if isinstance(r, dg.AssetCheckResult) and r.asset_key is not None and r.check_name
+    }
+    for key in sorted(context.selected_asset_check_keys - reported, key=str):
+        context.log.warning(f"workload did not report check {key.name!r} on {key.asset_key.to_user_string()}")
+        yield dg.AssetCheckResult(
+            asset_key=key.asset_key,
+            check_name=key.name,
+            passed=False,
+            metadata={"error": "the workload did not report this check (pipes.report_asset_check)"},
+        )

@@ -7,6 +7,7 @@ script an asset would submit can be previewed anywhere (like dask-jobqueue's job
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -234,7 +235,9 @@ def render_script(plan: JobPlan, clusters_dir: Path) -> str:
     }
     try:
         template = template_environment(clusters_dir).get_template(profile.template)
-        return template.render(**context)
+        text = template.render(**context)
+        # Blocks left empty by a profile leave runs of blank lines; keep the script readable.
+        return re.sub(r"\n{3,}", "\n\n", text)
     except jinja2.TemplateError as exc:
         lineno = getattr(exc, "lineno", None)
         name = getattr(exc, "filename", None) or profile.template

@@ -1,0 +1,120 @@
+"""`hpc`: preview job scripts and check cluster profiles without connecting anywhere.
+
+    hpc render defs/numbers --cluster leonardo     # the exact script raw/numbers would submit
+    hpc render defs/numbers --all-clusters         # ... on every profile in clusters/
+    hpc clusters                                   # list profiles, validating each
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from components.core.errors import ConfigError
+from components.core.profiles import available_profiles, load_profile
+
+EXIT_CONFIG = 2
+
+
+def _project_root(start: Path) -> Path:
+    for candidate in (start, *start.parents):
+        if (candidate / "pyproject.toml").is_file() and (candidate / "clusters").is_dir():
+            return candidate
+    raise ConfigError(
+        f"no project found at or above {start}",
+        fix="run hpc inside a project (a directory with pyproject.toml and clusters/)",
+    )
+
+
+def _load_component(project_root: Path, target: str):
+    import dagster as dg
+
+    from components.slurm_asset import SlurmAssetComponent
+
+    path = Path(target)
+    if path.name == "defs.yaml":
+        path = path.parent
+    defs_root = project_root / "defs"
+    absolute = path if path.is_absolute() else (Path.cwd() / path)
+    try:
+        relative = absolute.resolve().relative_to(defs_root.resolve())
+    except ValueError:
+        relative = Path(target)  # already relative to defs/
+    if not (defs_root / relative).exists():
+        raise ConfigError(
+            f"{target} is not a folder under defs/",
+            fix="give the component folder, for example defs/numbers",
+        )
+    tree = dg.ComponentTree.for_project(project_root)
+    component = tree.load_component(relative)
+    if not isinstance(component, SlurmAssetComponent):
+        raise ConfigError(
+            f"defs/{relative} is a {type(component).__name__}, not a SlurmAssetComponent",
+            fix="point hpc render at a SlurmAssetComponent instance",
+        )
+    return component
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    project_root = _project_root(Path.cwd())
+    component = _load_component(project_root, args.path)
+    clusters = available_profiles(project_root / "clusters") if args.all_clusters else (args.cluster or [None])
+    for index, cluster in enumerate(clusters):
+        plan = component.plan(project_root, cluster, strict=args.strict)
+        from components.core.render import render_script
+
+        if len(clusters) > 1:
+            print(("\n" if index else "") + f"# ===== {plan.profile.name} =====")
+        sys.stdout.write(render_script(plan, project_root / "clusters"))
+        for warning in plan.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def cmd_clusters(args: argparse.Namespace) -> int:
+    project_root = _project_root(Path.cwd())
+    clusters_dir = project_root / "clusters"
+    status = 0
+    for name in available_profiles(clusters_dir):
+        try:
+            profile = load_profile(name, clusters_dir)
+        except ConfigError as exc:
+            print(f"{name:10} INVALID\n  {exc}", file=sys.stderr)
+            status = EXIT_CONFIG
+            continue
+        classes = ", ".join(profile.slurm.partitions) if profile.slurm else "-"
+        print(f"{name:10} {profile.scheduler:6} {profile.description}  [classes: {classes}]")
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hpc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    render = sub.add_parser("render", help="print the job script a SlurmAssetComponent would run")
+    render.add_argument("path", help="component folder under defs/, e.g. defs/numbers")
+    render.add_argument("--cluster", action="append", help="profile name (repeatable); default $HPC_CLUSTER or local")
+    render.add_argument("--all-clusters", action="store_true", help="render for every profile in clusters/")
+    render.add_argument("--strict", action="store_true", help="fail where submission would (e.g. missing account)")
+    render.set_defaults(func=cmd_render)
+    clusters = sub.add_parser("clusters", help="list and validate the cluster profiles")
+    clusters.set_defaults(func=cmd_clusters)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Exception as exc:  # dagster's own load errors: show the message, not a traceback
+        if type(exc).__module__.startswith(("dagster", "pydantic")):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

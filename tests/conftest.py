@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+# Site variables that would change rendered scripts; tests set what they need explicitly.
+_SITE_ENV = ("HPC_CLUSTER", "VSC5_ACCOUNT", "LEONARDO_ACCOUNT", "MUSICA_ACCOUNT", "HPC_DOCKER_ACCOUNT")
+
+
+@pytest.fixture(autouse=True)
+def _clean_site_env(monkeypatch):
+    for name in _SITE_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def clusters_dir() -> Path:
+    return ROOT / "clusters"
+
+
+def copy_project(dest: Path) -> Path:
+    """A throw-away copy of the project (defs, clusters, workloads) to break on purpose."""
+    for name in ("pyproject.toml", "definitions.py"):
+        shutil.copy2(ROOT / name, dest / name)
+    for name in ("defs", "clusters", "workloads", ".dagster"):
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    # The copy imports its own defs/ but the installed `components` package.
+    (dest / "components").symlink_to(ROOT / "components", target_is_directory=True)
+    return dest
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    return copy_project(tmp_path)
+
+
+def run_dg(project: Path, *args: str, timeout: int = 180, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": str(project),
+        "DAGSTER_HOME": str(project / ".dagster"),
+        "VIRTUAL_ENV": str(VENV_BIN.parent),
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "NO_COLOR": "1",
+        **(env or {}),
+    }
+    return subprocess.run(
+        [str(VENV_BIN / "dg"), *args],
+        cwd=project,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

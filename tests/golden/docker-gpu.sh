@@ -1,0 +1,47 @@
+#!/bin/bash
+# Job script for asset raw/numbers
+# Cluster profile: docker (clusters/docker.yaml)
+
+# Local Slurm test cluster (127.0.0.1:2222)
+#
+# Directive <- the setting it comes from
+#   --job-name=raw__numbers <- asset raw/numbers
+#   --output=slurm-%j.out <- job directory layout
+#   --error=slurm-%j.err <- job directory layout
+#   --partition=gpu <- clusters/docker.yaml:33 slurm.partitions.gpu.partition
+#   --qos=normal <- clusters/docker.yaml:34 slurm.partitions.gpu.qos
+#   --account=hpc-test <- clusters/docker.yaml:16 slurm.account
+#   --nodes=1 <- resources.nodes
+#   --ntasks=1 <- resources.nodes (one task per node)
+#   --cpus-per-task=2 <- resources.cpus_per_task
+#   --mem=2G <- resources.mem
+#   --gres=gpu:1 <- resources.gpus via clusters/docker.yaml:24 slurm.gpu_directive
+#   --time=00:30:00 <- resources.time
+#SBATCH --job-name=raw__numbers
+#SBATCH --output=slurm-%j.out
+#SBATCH --error=slurm-%j.err
+#SBATCH --partition=gpu
+#SBATCH --qos=normal
+#SBATCH --account=hpc-test
+#SBATCH --nodes=1
+#SBATCH --ntasks=1
+#SBATCH --cpus-per-task=2
+#SBATCH --mem=2G
+#SBATCH --gres=gpu:1
+#SBATCH --time=00:30:00
+
+set -euo pipefail
+# Job directories and everything the workload writes stay private to the user.
+umask 077
+
+export HPC_DATA_DIR="${HOME}"/dagster-hpc/data
+export OMP_NUM_THREADS=2
+# Passed from the orchestrator's environment at run time, never written here: HF_TOKEN
+
+set +e
+python3 -u workloads/draw_numbers.py --count 100
+status=$?
+set -e
+
+echo "job ${SLURM_JOB_ID:-?} on ${SLURM_JOB_NODELIST:-?} finished with exit code ${status}" >&2
+exit "$status"

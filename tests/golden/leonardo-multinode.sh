@@ -1,0 +1,49 @@
+#!/bin/bash
+# Job script for asset raw/numbers
+# Cluster profile: leonardo (clusters/leonardo.yaml)
+
+# Leonardo, CINECA (Booster 4x A100 64 GB nodes, DCGP 112-core CPU nodes)
+#
+# Directive <- the setting it comes from
+#   --job-name=raw__numbers <- asset raw/numbers
+#   --output=slurm-%j.out <- job directory layout
+#   --error=slurm-%j.err <- job directory layout
+#   --partition=dcgp_usr_prod <- clusters/leonardo.yaml:26 slurm.partitions.cpu.partition
+#   --qos=normal <- clusters/leonardo.yaml:27 slurm.partitions.cpu.qos
+#   --account=EUHPC_D20_063 <- $LEONARDO_ACCOUNT (clusters/leonardo.yaml:16 slurm.account_env)
+#   --nodes=2 <- resources.nodes
+#   --ntasks=4 <- resources.ntasks
+#   --cpus-per-task=1 <- resources.cpus_per_task
+#   --mem=1G <- resources.mem
+#   --time=00:20:00 <- resources.time
+#SBATCH --job-name=raw__numbers
+#SBATCH --output=slurm-%j.out
+#SBATCH --error=slurm-%j.err
+#SBATCH --partition=dcgp_usr_prod
+#SBATCH --qos=normal
+#SBATCH --account=EUHPC_D20_063
+#SBATCH --nodes=2
+#SBATCH --ntasks=4
+#SBATCH --cpus-per-task=1
+#SBATCH --mem=1G
+#SBATCH --time=00:20:00
+
+set -euo pipefail
+# Job directories and everything the workload writes stay private to the user.
+umask 077
+
+# Leonardo compute nodes have no internet: models and datasets must be staged beforehand.
+export HPC_DATA_DIR="${WORK}"/dagster-hpc/data
+export HF_HUB_OFFLINE=1
+export TRANSFORMERS_OFFLINE=1
+export WANDB_MODE=offline
+export OMP_NUM_THREADS=2
+# Passed from the orchestrator's environment at run time, never written here: HF_TOKEN
+
+set +e
+srun python3 -u workloads/draw_numbers.py --count 100
+status=$?
+set -e
+
+echo "job ${SLURM_JOB_ID:-?} on ${SLURM_JOB_NODELIST:-?} finished with exit code ${status}" >&2
+exit "$status"

@@ -1,0 +1,19 @@
+#!/bin/bash
+# Local run of asset raw/numbers: a subprocess of the Dagster step, no scheduler.
+# Cluster profile: local (clusters/local.yaml)
+# note: resources recorded, not enforced locally: nodes=2 ntasks=4 cpus_per_task=1 mem=1G time=00:20:00
+
+set -euo pipefail
+# Job directories and everything the workload writes stay private to the user.
+umask 077
+
+export HPC_DATA_DIR=<project>/.hpc/data
+export OMP_NUM_THREADS=2
+# Passed from the orchestrator's environment at run time, never written here: HF_TOKEN
+
+set +e
+<python> -u workloads/draw_numbers.py --count 100
+status=$?
+set -e
+
+exit "$status"

@@ -1,0 +1,47 @@
+#!/bin/bash
+# Job script for asset raw/numbers
+# Cluster profile: musica (clusters/musica.yaml)
+
+# MUSICA, Vienna (Zen4 192-core CPU nodes, 4x H100 94 GB GPU nodes)
+#
+# Directive <- the setting it comes from
+#   --job-name=raw__numbers <- asset raw/numbers
+#   --output=slurm-%j.out <- job directory layout
+#   --error=slurm-%j.err <- job directory layout
+#   --partition=zen4_0768 <- clusters/musica.yaml:27 slurm.partitions.cpu.partition
+#   --qos=zen4_0768 <- clusters/musica.yaml:28 slurm.partitions.cpu.qos
+#   --account=p72000 <- $MUSICA_ACCOUNT (clusters/musica.yaml:15 slurm.account_env)
+#   --nodes=2 <- resources.nodes
+#   --ntasks=4 <- resources.ntasks
+#   --cpus-per-task=1 <- resources.cpus_per_task
+#   --mem=1G <- resources.mem
+#   --time=00:20:00 <- resources.time
+#SBATCH --job-name=raw__numbers
+#SBATCH --output=slurm-%j.out
+#SBATCH --error=slurm-%j.err
+#SBATCH --partition=zen4_0768
+#SBATCH --qos=zen4_0768
+#SBATCH --account=p72000
+#SBATCH --nodes=2
+#SBATCH --ntasks=4
+#SBATCH --cpus-per-task=1
+#SBATCH --mem=1G
+#SBATCH --time=00:20:00
+
+set -euo pipefail
+# Job directories and everything the workload writes stay private to the user.
+umask 077
+
+# MUSICA exports the submitting shell's environment (--export=ALL): drop a leaked virtualenv.
+unset VIRTUAL_ENV PYTHONHOME
+export HPC_DATA_DIR="${DATA}"/dagster-hpc/data
+export OMP_NUM_THREADS=2
+# Passed from the orchestrator's environment at run time, never written here: HF_TOKEN
+
+set +e
+srun python3 -u workloads/draw_numbers.py --count 100
+status=$?
+set -e
+
+echo "job ${SLURM_JOB_ID:-?} on ${SLURM_JOB_NODELIST:-?} finished with exit code ${status}" >&2
+exit "$status"
