@@ -22,7 +22,7 @@ from components.core.errors import ConfigError, Location
 from components.core.local import make_job_dir, run_script
 from components.core.profiles import ClusterProfile, load_profile, resolve_cluster_name
 from components.core.render import WORKLOADS_DIR, JobPlan, JobSpec, plan_job, render_script
-from components.core.resources import JobResources
+from components.core.resources import JobResources, ResourceError
 from components.core.yamlio import KeyPath, LineMap, load_yaml
 
 CLUSTERS_DIR = "clusters"
@@ -33,7 +33,7 @@ def _doc(description: str, *examples: object) -> dg.Resolver:
     return dg.Resolver.default(description=description, examples=list(examples) or None)
 
 
-class ResourcesModel(dg.Resolvable, dg.Model):
+class SlurmResources(dg.Resolvable, dg.Model):
     """Slurm resources; each field becomes one #SBATCH directive (see `hpc render`)."""
 
     nodes: Annotated[int, _doc("Number of nodes (--nodes).", 1, 2)] = 1
@@ -145,7 +145,7 @@ class SlurmAssetComponent(dg.Component, dg.Resolvable, dg.Model):
         Sequence[dg.ResolvedAssetCheckSpec] | None,
         _doc("Asset checks the workload reports with report_asset_check.", [{"name": "no_nulls", "asset": "raw/numbers"}]),
     ] = None
-    script: Annotated[str, _doc("Workload path relative to workloads/.", "numbers.py", "preprocess/clean.sh")]
+    script: Annotated[str, _doc("Workload path relative to workloads/.", "draw_numbers.py", "preprocess/clean.sh")]
     args: Annotated[list[str | int | float], _doc("Arguments passed to the workload, each shell-quoted.", ["--rows", "1000"])] = []
     env: Annotated[
         dict[str, str | int | float | bool], _doc("Environment variables exported in the job script (never put secrets here).", {"OMP_NUM_THREADS": "4"})
@@ -154,7 +154,7 @@ class SlurmAssetComponent(dg.Component, dg.Resolvable, dg.Model):
         list[str], _doc("Names of variables passed from Dagster's environment at run time, never written to the script: use for secrets.", ["HF_TOKEN"])
     ] = []
     launcher: Annotated[Literal["python", "bash"], _doc("How the workload is started.", "python", "bash")] = "python"
-    resources: Annotated[ResourcesModel, _doc("Slurm resources for the job.")] = ResourcesModel()
+    resources: Annotated[SlurmResources, _doc("Slurm resources for the job.")] = SlurmResources()
     cluster: Annotated[
         str | None, _doc("Cluster profile in clusters/ (local, docker, vsc5, leonardo, musica). Default: $HPC_CLUSTER, else local.", "leonardo")
     ] = None
@@ -298,9 +298,7 @@ def _placed(exc: Exception, defs_file: Path) -> ConfigError:
     if isinstance(exc, ConfigError):
         error = exc
     else:
-        # JobResources' own checks start with the field name: "gpus must be 0 or more".
-        field = str(exc).split(" ", 1)[0]
-        key = f"resources.{field}" if field in ResourcesModel.model_fields else None
+        key = f"resources.{exc.field}" if isinstance(exc, ResourceError) else None
         error = ConfigError(str(exc), location=Location(key=key))
     lines = _line_map(defs_file)
     key_path: KeyPath = ("attributes", *(error.location.key or "").split(".")) if error.location.key else ("attributes",)

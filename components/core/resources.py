@@ -10,6 +10,14 @@ from components.core.profiles import ClusterProfile, PartitionClass
 from components.core.units import format_mem, format_time, parse_mem_mb, parse_time_s
 
 
+class ResourceError(ValueError):
+    """A resource value that can never be valid; `field` names the attribute at fault."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(message)
+
+
 @dataclass(frozen=True)
 class JobResources:
     """A resource request in Slurm's terms. GPUs are per node, as on every site we target."""
@@ -31,21 +39,21 @@ class JobResources:
         # Fail at construction so a bad value never reaches a script.
         for name in ("nodes", "cpus_per_task"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ResourceError(name, f"{name} must be at least 1, got {getattr(self, name)}")
         if self.ntasks is not None and self.ntasks < 1:
-            raise ValueError(f"ntasks must be at least 1, got {self.ntasks}")
+            raise ResourceError("ntasks", f"ntasks must be at least 1, got {self.ntasks}")
         if self.gpus < 0:
-            raise ValueError(f"gpus must be 0 or more, got {self.gpus}")
-        if self.mem is not None:
-            parse_mem_mb(self.mem)
-        if self.time is not None:
-            parse_time_s(self.time)
-        for name in ("partition", "qos", "account"):
-            value = getattr(self, name)
-            if value is not None:
-                shell.check_directive(f"--{name}={value}")
-        for directive in self.extra_directives:
-            shell.check_directive(directive)
+            raise ResourceError("gpus", f"gpus must be 0 or more, got {self.gpus}")
+        checks = [("mem", parse_mem_mb, self.mem), ("time", parse_time_s, self.time)]
+        checks += [(n, lambda v, n=n: shell.check_directive(f"--{n}={v}"), getattr(self, n)) for n in ("partition", "qos", "account")]
+        checks += [("extra_directives", shell.check_directive, d) for d in self.extra_directives]
+        for name, check, value in checks:
+            if value is None:
+                continue
+            try:
+                check(value)
+            except ValueError as exc:
+                raise ResourceError(name, str(exc)) from None
 
     @property
     def mem_mb(self) -> int | None:

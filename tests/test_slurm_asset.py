@@ -1,0 +1,154 @@
+"""The component as users meet it: dg check defs, dg list components, the scaffolder, bad YAML."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.conftest import ROOT, run_dg
+
+NUMBERS = "defs/numbers/defs.yaml"
+
+
+def _edit(project, rel, old, new):
+    path = project / rel
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {rel}"
+    path.write_text(text.replace(old, new, 1))
+    return text.replace(old, new, 1).splitlines()
+
+
+def _line(lines, needle):
+    return next(i for i, line in enumerate(lines, 1) if needle in line)
+
+
+def test_dg_check_defs_passes_on_the_repository():
+    result = run_dg(ROOT, "check", "defs")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "All definitions loaded successfully" in result.stdout + result.stderr
+
+
+def test_dg_list_components_shows_the_component_with_its_description():
+    result = run_dg(ROOT, "list", "components", "--json")
+    assert result.returncode == 0, result.stderr
+    entries = {e["key"]: e for e in json.loads(result.stdout)["items"]}
+    entry = entries["components.SlurmAssetComponent"]
+    assert "Slurm job" in entry["summary"]
+
+
+def test_component_schema_documents_every_field():
+    from components import SlurmAssetComponent
+
+    schema = SlurmAssetComponent.get_model_cls().model_json_schema()
+    props = schema["properties"]
+    for field in ("assets", "checks", "script", "args", "env", "forward_env", "launcher", "resources", "cluster"):
+        assert props[field].get("description"), f"{field} has no description"
+    resources = schema["$defs"]["SlurmResourcesModel"]["properties"]
+    for field in ("nodes", "ntasks", "cpus_per_task", "mem", "gpus", "time", "partition_class", "partition", "qos", "account", "extra_directives"):
+        assert resources[field].get("description") and "examples" in resources[field] or field == "exclusive"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle", "message"),
+    [
+        ("    time: \"00:05:00\"", "    time: \"99:99\"", "time:", "seconds must be below 60"),
+        ("    mem: 1G", "    mem: 10XB", "mem:", "is not a size"),
+        ("    cpus_per_task: 1", "    cpus_per_task: 1\n    gpus: -1", "gpus:", "gpus must be 0 or more"),
+        ("  script: draw_numbers.py", "  script: missing.py", "script:", "workloads/missing.py does not exist"),
+        ("  script: draw_numbers.py", "  script: draw_numbers.py\n  cluster: lumi", "cluster:", "unknown cluster 'lumi'"),
+        ("    time: \"00:05:00\"", "    time: \"2-00:00:00\"\n  cluster: leonardo", "time:", "exceeds the maximum 1-00:00:00"),
+        ("    time: \"00:05:00\"", "    time: \"00:05:00\"\n    gpus: 1\n    partition_class: cpu\n  cluster: vsc5", "gpus:", "which has no GPUs"),
+    ],
+)
+def test_bad_attributes_are_reported_with_file_and_line(project, old, new, needle, message):
+    from components.core.errors import ConfigError
+    import dagster as dg
+
+    lines = _edit(project, NUMBERS, old, new)
+    with pytest.raises(Exception) as info:
+        _build(project)
+    error = _root_cause(info.value)
+    assert isinstance(error, ConfigError), repr(error)
+    text = str(error)
+    assert message in text
+    assert f"defs/numbers/defs.yaml:{_line(lines, needle)}" in text, text
+
+
+def test_invalid_profile_yaml_names_the_profile_file(project):
+    (project / "clusters" / "local.yaml").write_text("scheduler: local\ntemplate: local.sh.j2\nenvironment: [\n")
+    with pytest.raises(Exception) as info:
+        _build(project)
+    text = str(_root_cause(info.value))
+    assert "clusters/local.yaml:" in text and "invalid YAML" in text
+    assert "used by: " in text and "defs.yaml" in text
+
+
+def test_dg_check_defs_reports_misspelled_attribute_and_wrong_type(project):
+    lines = _edit(project, NUMBERS, "  script: draw_numbers.py", "  scirpt: draw_numbers.py")
+    result = run_dg(project, "check", "defs")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"defs.yaml:{_line(lines, 'scirpt')}" in out and "'scirpt' was unexpected" in out
+
+    _edit(project, NUMBERS, "  scirpt: draw_numbers.py", "  script: draw_numbers.py")
+    lines = _edit(project, NUMBERS, "    cpus_per_task: 1", "    cpus_per_task: many")
+    result = run_dg(project, "check", "defs")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"defs.yaml:{_line(lines, 'resources:')}" in out and "cpus_per_task" in out
+
+
+def test_dg_check_defs_prints_our_message_for_semantic_errors(project):
+    lines = _edit(project, NUMBERS, "    mem: 1G", "    mem: 10XB")
+    result = run_dg(project, "check", "defs")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert re.search(rf"defs/numbers/defs.yaml:{_line(lines, 'mem:')} \[attributes.resources.mem\]: memory '10XB' is not a size", out), out
+
+
+def test_scaffolded_asset_checks_and_materializes(project):
+    result = run_dg(project, "scaffold", "defs", "components.SlurmAssetComponent", "my_asset")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (project / "defs" / "my_asset" / "defs.yaml").is_file()
+    assert (project / "workloads" / "my_asset.py").is_file()
+    result = run_dg(project, "check", "defs")
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_dg(project, "launch", "--assets", "my_asset")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "computing my_asset" in result.stdout + result.stderr
+
+
+def test_scaffolder_takes_launcher_and_cluster(project):
+    result = run_dg(
+        project, "scaffold", "defs", "components.SlurmAssetComponent", "shell_step", "--launcher", "bash", "--cluster", "leonardo"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = (project / "defs" / "shell_step" / "defs.yaml").read_text()
+    assert "launcher: bash" in text and "cluster: leonardo" in text and "script: shell_step.sh" in text
+    assert (project / "workloads" / "shell_step.sh").read_text().startswith("#!/bin/bash")
+
+
+def _build(project):
+    import sys
+
+    import dagster as dg
+
+    sys.path.insert(0, str(project))
+    try:
+        for name in [m for m in sys.modules if m == "defs" or m.startswith("defs.")]:
+            del sys.modules[name]
+        return dg.ComponentTree.for_project(project).build_defs()
+    finally:
+        sys.path.remove(str(project))
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    while True:
+        if exc.__cause__ is not None:
+            exc = exc.__cause__
+        elif exc.__context__ is not None and not exc.__suppress_context__:
+            exc = exc.__context__
+        else:
+            return exc
