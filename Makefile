@@ -4,6 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 export DAGSTER_HOME := $(CURDIR)/.dagster
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
 .PHONY: dev test check lock bootstrap
 

@@ -21,6 +21,8 @@ from components.core import shell
 from components.core.errors import ConfigError, Location
 from components.core.local import make_job_dir, run_script
 from components.core.profiles import ClusterProfile, load_profile, resolve_cluster_name
+from components.core.remote import RemotePolicy, SlurmRun
+from components.core.units import parse_time_s
 from components.core.render import WORKLOADS_DIR, JobPlan, JobSpec, plan_job, render_script
 from components.core.resources import JobResources, ResourceError
 from components.core.yamlio import KeyPath, LineMap, load_yaml
@@ -53,6 +55,18 @@ class SlurmResources(dg.Resolvable, dg.Model):
         list[str], _doc("Further sbatch options, one per item, as --name=value.", ["--constraint=a100"])
     ] = []
 
+
+
+class SubmissionPolicy(dg.Resolvable, dg.Model):
+    """How a Slurm job is followed and when it is resubmitted."""
+
+    retry_states: Annotated[
+        list[Literal["NODE_FAIL", "PREEMPTED"]],
+        _doc("Terminal states after which the job is resubmitted automatically.", ["NODE_FAIL", "PREEMPTED"]),
+    ] = []
+    max_attempts: Annotated[int, _doc("Submissions in total, counting the first.", 3)] = 1
+    queue_timeout: Annotated[str, _doc("Longest wait in the queue before the job is cancelled and the step fails.", "2-00:00:00")] = "7-00:00:00"
+    max_poll_interval_s: Annotated[float, _doc("Upper bound of the adaptive squeue polling interval.", 30)] = 10.0
 
 
 class ScaffoldParams(BaseModel):
@@ -155,6 +169,7 @@ class SlurmAssetComponent(dg.Component, dg.Resolvable, dg.Model):
     ] = []
     launcher: Annotated[Literal["python", "bash"], _doc("How the workload is started.", "python", "bash")] = "python"
     resources: Annotated[SlurmResources, _doc("Slurm resources for the job.")] = SlurmResources()
+    submission: Annotated[SubmissionPolicy, _doc("Polling, queue timeout and the retry policy for Slurm jobs.")] = SubmissionPolicy()
     cluster: Annotated[
         str | None, _doc("Cluster profile in clusters/ (local, docker, vsc5, leonardo, musica). Default: $HPC_CLUSTER, else local.", "leonardo")
     ] = None
@@ -215,13 +230,15 @@ class SlurmAssetComponent(dg.Component, dg.Resolvable, dg.Model):
         script = render_script(plan, project_root / CLUSTERS_DIR)
         for warning in plan.warnings:
             context.log.warning(warning)
-        if plan.profile.scheduler != "local":
-            raise dg.Failure(
-                description=(
-                    f"cluster {plan.profile.name!r} needs Slurm submission over SSH, which this build does not have; "
-                    "run with HPC_CLUSTER=local or preview the script with `hpc render`"
-                )
+        if plan.profile.scheduler == "slurm":
+            policy = RemotePolicy(
+                queue_timeout_s=parse_time_s(self.submission.queue_timeout),
+                max_poll_interval_s=self.submission.max_poll_interval_s,
+                retry_states=tuple(self.submission.retry_states),
+                max_attempts=max(1, self.submission.max_attempts),
             )
+            yield from SlurmRun(context, plan, project_root, policy, self.op_name).execute()
+            return
         context.log.info(f"running {plan.job.workload} locally ({plan.notes[0] if plan.notes else ''})")
         stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
         job_dir = make_job_dir(project_root / LOCAL_JOBS_DIR, f"{stamp}-{context.run.run_id[:8]}-{self.op_name}")

@@ -152,7 +152,37 @@ class SlurmSettings(_Strict):
         return [shell.check_directive(v) for v in value]
 
 
+class VenvSettings(_Strict):
+    requirements: str = Field("workloads/requirements.txt", description="Locked requirements, relative to the project.")
+    python: str = Field("python3", description="Interpreter the venv is built from on the cluster.")
+
+
+class PixiPackSettings(_Strict):
+    archive: str = Field(description="Local path of the pixi-pack archive (environment.tar).")
+
+
+class ApptainerSettings(_Strict):
+    image: str = Field(description="Image path on the cluster (.sif).")
+    bind: list[str] = []
+    executable: str = "apptainer"
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, value: list[str]) -> list[str]:
+        for item in value:
+            shell.check_line(item)
+        return value
+
+
 class EnvironmentSettings(_Strict):
+    strategy: Literal["preinstalled", "venv", "pixi_pack", "apptainer"] = Field(
+        "preinstalled",
+        description="How the job finds Python: preinstalled (python + modules), venv (built on the cluster "
+        "from locked requirements), pixi_pack (an uploaded packed environment), apptainer (inside an image).",
+    )
+    venv: VenvSettings = VenvSettings()
+    pixi_pack: PixiPackSettings | None = None
+    apptainer: ApptainerSettings | None = None
     module_purge: bool = False
     modules: list[str] = []
     setup: list[str] = Field([], description="Shell lines run before the workload (one command per item).")
@@ -372,6 +402,13 @@ def _check_semantics(profile: ClusterProfile, clusters_dir: Path, where) -> None
             f"template {profile.template!r} not found in {_relative(clusters_dir / TEMPLATES_DIR)}",
             fix="name a file in clusters/templates/ (for example base.sbatch.j2)",
             location=where(("template",)),
+        )
+    strategy = profile.environment.strategy
+    if strategy in ("pixi_pack", "apptainer") and getattr(profile.environment, strategy) is None:
+        raise ConfigError(
+            f"environment.strategy is {strategy} but environment.{strategy} is not set",
+            fix=f"add environment.{strategy} (see clusters/README.md)",
+            location=where(("environment", "strategy")),
         )
     if profile.scheduler == "local":
         return

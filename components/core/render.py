@@ -55,6 +55,17 @@ class Directive:
 
 
 @dataclass(frozen=True)
+class Runtime:
+    """What the execution environment adds at run time; previews use the same, minus Pipes values."""
+
+    python: str | None = None  # replaces the profile's interpreter (a venv's python, say)
+    setup: tuple[shell.ShellSafe, ...] = ()  # activation lines, already quoted
+    launch_prefix: tuple[shell.ShellSafe, ...] = ()  # e.g. apptainer exec <image>
+    env: tuple[tuple[str, str], ...] = ()  # e.g. Pipes bootstrap variables
+    secrets_file: str | None = None  # sourced then deleted by the script; holds forward_env values
+
+
+@dataclass(frozen=True)
 class JobPlan:
     """Everything the template needs, computed and validated in Python."""
 
@@ -64,6 +75,7 @@ class JobPlan:
     notes: tuple[str, ...]
     launch: shell.ShellSafe
     warnings: tuple[str, ...] = ()
+    runtime: Runtime = Runtime()
 
 
 def _directives(profile: ClusterProfile, job: JobSpec, strict: bool) -> tuple[list[Directive], list[str], list[str]]:
@@ -141,14 +153,14 @@ def _directives(profile: ClusterProfile, job: JobSpec, strict: bool) -> tuple[li
     return out, notes, warnings
 
 
-def _launch(profile: ClusterProfile, job: JobSpec) -> shell.ShellSafe:
+def _launch(profile: ClusterProfile, job: JobSpec, runtime: Runtime) -> shell.ShellSafe:
     script = PurePosixPath(WORKLOADS_DIR) / job.workload
     if job.launcher == "python":
-        python = profile.environment.python
+        python = runtime.python or profile.environment.python
         exe = sys.executable if python == "current" else python
-        argv = [shell.quote(exe), "-u", shell.quote(str(script))]
+        argv = [*runtime.launch_prefix, shell.quote(exe), "-u", shell.quote(str(script))]
     else:
-        argv = ["bash", shell.quote(str(script))]
+        argv = [*runtime.launch_prefix, "bash", shell.quote(str(script))]
     argv += [shell.quote(a) for a in job.args]
     command = " ".join(argv)
     if profile.scheduler == "slurm" and job.resources.total_tasks > 1:
@@ -157,14 +169,16 @@ def _launch(profile: ClusterProfile, job: JobSpec) -> shell.ShellSafe:
     return shell.ShellSafe(command)
 
 
-def plan_job(profile: ClusterProfile, job: JobSpec, *, strict: bool = False) -> JobPlan:
+def plan_job(profile: ClusterProfile, job: JobSpec, *, strict: bool = False, runtime: Runtime | None = None) -> JobPlan:
     """Validate the job against the profile and compute directives; strict=True is for submission."""
     if profile.scheduler == "slurm":
         directives, notes, warnings = _directives(profile, job, strict)
     else:
         directives, warnings = [], []
         notes = [f"resources recorded, not enforced locally: {describe(job.resources)}"]
-    return JobPlan(profile, job, tuple(directives), tuple(notes), _launch(profile, job), tuple(warnings))
+    runtime = runtime or Runtime()
+    launch = _launch(profile, job, runtime)
+    return JobPlan(profile, job, tuple(directives), tuple(notes), launch, tuple(warnings), runtime)
 
 
 def _finalize(value: object) -> object:
@@ -227,8 +241,12 @@ def render_script(plan: JobPlan, clusters_dir: Path) -> str:
         "notes": [_comment(n) for n in plan.notes],
         "module_purge": environment.module_purge,
         "modules": [shell.ShellSafe(m) for m in environment.modules],
-        "setup": [shell.ShellSafe(line) for line in environment.setup],
-        "env": [(shell.ShellSafe(k), shell.quote(v)) for k, v in (*environment.env.items(), *job.env)],
+        "setup": [*(shell.ShellSafe(line) for line in environment.setup), *plan.runtime.setup],
+        "env": [
+            (shell.ShellSafe(shell.check_env_name(k)), shell.quote(v))
+            for k, v in (*environment.env.items(), *job.env, *plan.runtime.env)
+        ],
+        "secrets_file": shell.quote(plan.runtime.secrets_file) if plan.runtime.secrets_file else None,
         "forward_env": [shell.ShellSafe(n) for n in job.forward_env],
         "data_dir": _data_dir(profile, Path(clusters_dir).parent),
         "launch": plan.launch,

@@ -40,6 +40,8 @@ set +e
 srun python3 -u workloads/draw_numbers.py --count 100
 status=$?
 set -e
+# The exit code survives even when accounting is unavailable.
+echo "$status" > .hpc-exit-code
 
 echo "job ${SLURM_JOB_ID:-?} on ${SLURM_JOB_NODELIST:-?} finished with exit code ${status}" >&2
 exit "$status"

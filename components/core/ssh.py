@@ -1,0 +1,389 @@
+"""SSH transport to a cluster's login node: strict host keys, jump hosts, certificates, one
+connection per cluster per process.
+
+fabric (paramiko) accepts any host key by default; here known_hosts is loaded and unknown or
+changed keys are refused with a message that says how to pin the right one.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import os
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+from fabric import Config, Connection
+
+from components.core.errors import ConfigError
+from components.core.profiles import ClusterProfile
+
+
+class TransportError(RuntimeError):
+    """The cluster could not be reached or refused us; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Hop:
+    host: str
+    port: int
+    user: str
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    """Everything needed to open a connection; derived from a profile and the environment."""
+
+    login: Hop
+    jumps: tuple[Hop, ...] = ()
+    auth: str = "key"
+    key_file: str | None = None
+    certificate_file: str | None = None
+    known_hosts: str = "~/.ssh/known_hosts"
+    keepalive_s: int = 60
+    password_env: str | None = None
+    otp_env: str | None = None
+    connect_timeout_s: float = 15.0
+
+    @property
+    def key(self) -> tuple:
+        return (self.login, self.jumps, self.auth, self.key_file, self.certificate_file)
+
+
+def expand(path: str | None) -> str | None:
+    if path is None:
+        return None
+    expanded = os.path.expanduser(os.path.expandvars(path))
+    if "$" in expanded:
+        raise ConfigError(
+            f"path {path!r} refers to an environment variable that is not set",
+            fix="export the variable (for the docker profile: source the test cluster's env.sh)",
+        )
+    return expanded
+
+
+def _user(user: str | None, user_env: str | None) -> str:
+    if user_env and os.environ.get(user_env):
+        return os.environ[user_env]
+    if user:
+        return user
+    if user_env:
+        raise ConfigError(
+            f"no remote user: set ${user_env}",
+            fix=f"export {user_env}=<your login name on the cluster>",
+        )
+    return getpass.getuser()
+
+
+def target_for(profile: ClusterProfile) -> SSHTarget:
+    ssh = profile.ssh
+    if ssh is None:
+        raise ConfigError(f"profile {profile.name!r} has no ssh section", location=profile.location())
+    default_user = _user(ssh.user, ssh.user_env)
+    jumps = tuple(
+        Hop(j.host, j.port, _user(j.user, j.user_env) if (j.user or j.user_env) else default_user)
+        for j in ssh.jump_hosts
+    )
+    return SSHTarget(
+        login=Hop(ssh.host, ssh.port, default_user),
+        jumps=jumps,
+        auth=ssh.auth,
+        key_file=expand(ssh.key_file),
+        certificate_file=expand(ssh.certificate_file),
+        known_hosts=expand(ssh.known_hosts) or "~/.ssh/known_hosts",
+        keepalive_s=ssh.keepalive_s,
+        password_env=ssh.password_env,
+        otp_env=ssh.otp_env,
+    )
+
+
+# --- certificates -------------------------------------------------------------------------------
+
+def certificate_validity(cert_file: str) -> tuple[int, int]:
+    """(valid_after, valid_before) in epoch seconds, read from an OpenSSH certificate."""
+    parts = Path(cert_file).read_text().split()
+    if len(parts) < 2 or "-cert-v01@openssh.com" not in parts[0]:
+        raise ConfigError(f"{cert_file} is not an OpenSSH certificate", fix="point certificate_file at <key>-cert.pub")
+    msg = paramiko.Message(base64.b64decode(parts[1]))
+    kind = msg.get_text()
+    msg.get_string()  # nonce
+    # The public key fields differ per algorithm; skip exactly the ones this type carries.
+    if kind.startswith("ssh-rsa"):
+        msg.get_mpint(), msg.get_mpint()
+    elif kind.startswith("ssh-ed25519"):
+        msg.get_string()
+    elif kind.startswith("ecdsa-"):
+        msg.get_string(), msg.get_string()
+    else:
+        raise ConfigError(f"{cert_file}: unsupported certificate type {kind}")
+    msg.get_int64()  # serial
+    msg.get_int()  # type
+    msg.get_string()  # key id
+    msg.get_string()  # principals
+    return msg.get_int64(), msg.get_int64()
+
+
+def check_certificate(cert_file: str, now: float | None = None) -> None:
+    valid_after, valid_before = certificate_validity(cert_file)
+    now = time.time() if now is None else now
+    if now >= valid_before:
+        expired = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(valid_before))
+        raise ConfigError(
+            f"SSH certificate {cert_file} expired at {expired}",
+            fix="renew it (for step-ca: step ssh certificate <email> <key> --provisioner <name>), then retry",
+        )
+    if now < valid_after:
+        raise ConfigError(f"SSH certificate {cert_file} is not valid yet", fix="check the local clock")
+
+
+# --- password + OTP -------------------------------------------------------------------------------
+
+_SECRETS: dict[str, str] = {}
+_SECRETS_LOCK = threading.Lock()
+
+
+def _secret(env: str | None, prompt: str) -> str:
+    """From the environment, else asked once per process (never stored on disk)."""
+    if env and os.environ.get(env):
+        return os.environ[env]
+    with _SECRETS_LOCK:
+        if prompt not in _SECRETS:
+            _SECRETS[prompt] = getpass.getpass(prompt)
+        return _SECRETS[prompt]
+
+
+def interactive_answers(target: SSHTarget) -> Callable[[str, str, list[tuple[str, bool]]], list[str]]:
+    """Answer keyboard-interactive prompts: 'password' gets the password, code/OTP/token prompts the OTP."""
+
+    def handler(title: str, instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
+        answers = []
+        for prompt, _echo in prompts:
+            lower = prompt.lower()
+            if any(word in lower for word in ("otp", "code", "token", "verification", "one-time")):
+                answers.append(_secret(target.otp_env, f"OTP for {target.login.user}@{target.login.host}: "))
+            else:
+                answers.append(_secret(target.password_env, f"Password for {target.login.user}@{target.login.host}: "))
+        return answers
+
+    return handler
+
+
+# --- the connection -------------------------------------------------------------------------------
+
+@dataclass
+class CommandResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def _host_keys_hint(target: SSHTarget, hop: Hop) -> str:
+    name = hop.host if hop.port == 22 else f"[{hop.host}]:{hop.port}"
+    return (
+        f"verify the host key out of band, then pin it: ssh-keyscan -p {hop.port} {hop.host} "
+        f">> {target.known_hosts}   (entry '{name}')"
+    )
+
+
+class Transport:
+    """One authenticated connection, reused for every command; reconnects with backoff."""
+
+    def __init__(self, target: SSHTarget):
+        self.target = target
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()
+        self.connects = 0
+
+    def _connection(self, hop: Hop, gateway: Connection | None) -> Connection:
+        kwargs: dict = {"timeout": self.target.connect_timeout_s, "banner_timeout": self.target.connect_timeout_s}
+        if self.target.auth in ("key", "certificate"):
+            kwargs.update(look_for_keys=False, allow_agent=self.target.key_file is None)
+            if self.target.key_file:
+                kwargs["key_filename"] = [self.target.key_file]
+        conn = Connection(
+            hop.host,
+            user=hop.user,
+            port=hop.port,
+            gateway=gateway,
+            connect_kwargs=kwargs,
+            config=Config(ssh_config=paramiko.SSHConfig()),  # ignore ~/.ssh/config: the profile decides
+        )
+        known_hosts = Path(os.path.expanduser(self.target.known_hosts))
+        conn.client = paramiko.SSHClient()
+        if known_hosts.is_file():
+            conn.client.load_host_keys(str(known_hosts))
+        conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        if self.target.auth == "certificate" and self.target.key_file and self.target.certificate_file:
+            check_certificate(self.target.certificate_file)
+            pkey = paramiko.PKey.from_path(self.target.key_file)
+            pkey.load_certificate(self.target.certificate_file)
+            conn.connect_kwargs.pop("key_filename", None)
+            conn.connect_kwargs["pkey"] = pkey
+        return conn
+
+    def _open(self) -> Connection:
+        gateway = None
+        for hop in (*self.target.jumps, self.target.login):
+            conn = self._connection(hop, gateway)
+            try:
+                if self.target.auth == "password_otp":
+                    self._open_interactive(conn)
+                else:
+                    conn.open()
+            except paramiko.BadHostKeyException as exc:
+                raise TransportError(
+                    f"host key for {hop.host}:{hop.port} does not match {self.target.known_hosts} "
+                    f"(got {exc.key.get_name()} {exc.key.fingerprint}); refusing to connect. If the host was "
+                    f"reinstalled, {_host_keys_hint(self.target, hop)} after removing the old entry"
+                ) from None
+            except paramiko.SSHException as exc:
+                if "not found in known_hosts" in str(exc):
+                    raise TransportError(
+                        f"{hop.host}:{hop.port} is not in {self.target.known_hosts}; refusing an unknown host key. "
+                        f"To trust it, {_host_keys_hint(self.target, hop)}"
+                    ) from None
+                if isinstance(exc, paramiko.AuthenticationException):
+                    raise TransportError(
+                        f"authentication as {hop.user} on {hop.host}:{hop.port} failed ({exc}); "
+                        "check the key/certificate in the profile and that the user is right"
+                    ) from None
+                raise TransportError(f"SSH to {hop.host}:{hop.port} failed: {exc}") from None
+            except (OSError, socket.timeout) as exc:
+                raise TransportError(f"cannot reach {hop.host}:{hop.port}: {exc}") from None
+            if self.target.keepalive_s and conn.transport is not None:
+                conn.transport.set_keepalive(self.target.keepalive_s)
+            gateway = conn
+        self.connects += 1
+        assert gateway is not None
+        return gateway
+
+    def _open_interactive(self, conn: Connection) -> None:
+        # paramiko's password fallback answers one prompt; password + OTP needs both answered.
+        sock = conn.open_gateway() if conn.gateway else socket.create_connection((conn.host, conn.port), self.target.connect_timeout_s)
+        transport = paramiko.Transport(sock)
+        transport.start_client(timeout=self.target.connect_timeout_s)
+        key = transport.get_remote_server_key()
+        host = conn.host if conn.port == 22 else f"[{conn.host}]:{conn.port}"
+        known = conn.client.get_host_keys().lookup(host)
+        if known is None or key.get_name() not in known:
+            transport.close()
+            raise paramiko.SSHException(f"Server {host!r} not found in known_hosts")
+        if known[key.get_name()] != key:
+            transport.close()
+            raise paramiko.BadHostKeyException(host, key, known[key.get_name()])
+        transport.auth_interactive(conn.user, interactive_answers(self.target))
+        conn.client._transport = transport  # noqa: SLF001 - hand the authenticated transport to fabric
+        conn.transport = transport
+
+    def connection(self) -> Connection:
+        with self._lock:
+            if self._conn is None or not self._conn.is_connected:
+                self._conn = self._open_with_backoff()
+            return self._conn
+
+    def _open_with_backoff(self, attempts: int = 4) -> Connection:
+        delay = 0.5
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._open()
+            except TransportError as exc:
+                # Host keys and authentication will not fix themselves: fail at once.
+                if attempt == attempts or "cannot reach" not in str(exc) and "failed:" not in str(exc):
+                    raise
+            time.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    def run(self, command: str, *, stdin: bytes | None = None, timeout: float | None = 120, check: bool = True) -> CommandResult:
+        """Run one command through bash on the login node."""
+        last: Exception | None = None
+        for _ in range(2):  # one reconnect if the connection dropped under us
+            conn = self.connection()
+            try:
+                return self._exec(conn, command, stdin, timeout, check)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                last = exc
+                with self._lock:
+                    self._close_locked()
+        raise TransportError(f"lost the SSH connection to {self.target.login.host}: {last}")
+
+    def _exec(self, conn: Connection, command: str, stdin: bytes | None, timeout: float | None, check: bool) -> CommandResult:
+        channel = conn.transport.open_session(timeout=timeout)
+        try:
+            channel.settimeout(timeout)
+            channel.exec_command("bash -c " + shlex.quote(command))
+            if stdin is not None:
+                channel.sendall(stdin)
+            channel.shutdown_write()
+            out, err = bytearray(), bytearray()
+            while True:
+                if channel.recv_ready():
+                    out += channel.recv(65536)
+                elif channel.recv_stderr_ready():
+                    err += channel.recv_stderr(65536)
+                elif channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                    break
+                else:
+                    channel.status_event.wait(0.01)
+            while channel.recv_ready():
+                out += channel.recv(65536)
+            while channel.recv_stderr_ready():
+                err += channel.recv_stderr(65536)
+            result = CommandResult(channel.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace"))
+        finally:
+            channel.close()
+        if check and result.exit_code != 0:
+            raise RemoteCommandError(command, result)
+        return result
+
+    def put(self, data: bytes, remote_path: str, mode: int = 0o600) -> None:
+        """Write a file atomically enough for our use: private from its first byte."""
+        self.run(f"umask 077 && cat > {shlex.quote(remote_path)} && chmod {mode:o} {shlex.quote(remote_path)}", stdin=data)
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+                gateway = self._conn.gateway
+                while isinstance(gateway, Connection):
+                    gateway.close()
+                    gateway = gateway.gateway
+            finally:
+                self._conn = None
+
+
+class RemoteCommandError(TransportError):
+    def __init__(self, command: str, result: CommandResult):
+        self.result = result
+        head = command if len(command) < 200 else command[:200] + "..."
+        super().__init__(f"remote command failed with exit code {result.exit_code}: {head}\n{result.stderr.strip()}")
+
+
+_POOL: dict[tuple, Transport] = {}
+_POOL_LOCK = threading.Lock()
+
+
+def transport_for(target: SSHTarget) -> Transport:
+    """The process-wide transport for a target: concurrent steps share one connection."""
+    with _POOL_LOCK:
+        transport = _POOL.get(target.key)
+        if transport is None:
+            transport = _POOL[target.key] = Transport(target)
+        return transport
+
+
+def close_all() -> None:
+    with _POOL_LOCK:
+        for transport in _POOL.values():
+            transport.close()
+        _POOL.clear()
