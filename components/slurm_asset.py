@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 import dagster as dg
 from pydantic import BaseModel, Field
 
-from components.core import shell
+from components.core import environments, shell
 from components.core.errors import ConfigError, Location
 from components.core.local import make_job_dir, run_script
 from components.core.profiles import ClusterProfile, load_profile, resolve_cluster_name
@@ -219,10 +219,11 @@ class SlurmAssetComponent(dg.Component, dg.Resolvable, dg.Model):
     def plan(self, project_root: Path, cluster: str | None = None, *, strict: bool = False) -> JobPlan:
         return plan_job(self.get_profile(project_root, cluster), self.get_job_spec(project_root), strict=strict)
 
-    def render(self, project_root: Path, cluster: str | None = None) -> str:
-        """The exact job script this component would run on `cluster`; connects to nothing."""
-        plan = self.plan(project_root, cluster)
-        return render_script(plan, project_root / CLUSTERS_DIR)
+    def render(self, project_root: Path, cluster: str | None = None, *, strict: bool = False) -> JobPlan:
+        """Plan plus environment activation: what `hpc render` prints; connects to nothing."""
+        profile = self.get_profile(project_root, cluster)
+        runtime = environments.activation(profile, project_root) if profile.scheduler == "slurm" else None
+        return plan_job(profile, self.get_job_spec(project_root), strict=strict, runtime=runtime)
 
     def execute(
         self, context: dg.AssetExecutionContext, project_root: Path, plan: JobPlan

@@ -61,7 +61,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     component = _load_component(project_root, args.path)
     clusters = available_profiles(project_root / "clusters") if args.all_clusters else (args.cluster or [None])
     for index, cluster in enumerate(clusters):
-        plan = component.plan(project_root, cluster, strict=args.strict)
+        plan = component.render(project_root, cluster, strict=args.strict)
         from components.core.render import render_script
 
         if len(clusters) > 1:
