@@ -2,8 +2,8 @@
 # The project's own Slurm test cluster, on this machine: munge, MariaDB + slurmdbd (accounting is
 # always on, so sacct works), slurmctld, two slurmd nodes, a key-only sshd "login node" on
 # 127.0.0.1:2222 and a second sshd as jump host on 127.0.0.1:2223. Partitions, QoS, accounts and
-# count-only GPUs mimic the sites in clusters/*.yaml, so the job scripts rendered from those
-# profiles can be tried with `sbatch --test-only` and really run.
+# (stand-in) GPUs mimic the sites in clusters/*.yaml, so the job scripts rendered from those
+# profiles can be tried with `sbatch --test-only` and really run, on one or two nodes.
 #
 #   scripts/test-cluster.sh up              # install (once), configure, start, smoke test; re-runnable
 #   scripts/test-cluster.sh status
@@ -20,7 +20,7 @@
 #                         (docker-compose keeps it inside the container, off the host bind mount)
 #   HPC_TEST_USER (slurmuser), HPC_TEST_SSH_PORT (2222), HPC_TEST_JUMP_PORT (2223)
 #   HPC_TEST_SSH_LISTEN   address both sshd listen on (127.0.0.1; 0.0.0.0 inside a container)
-#   HPC_TEST_NODES        number of slurmd nodes (2; 1 for a single node)
+#   HPC_TEST_NODE_COUNT   number of slurmd nodes (2; 1 for a single node)
 #   HPC_TEST_CGROUPS      auto|0|1 (cgroup v1 memory/core enforcement; auto = when v1 is mounted)
 #   HPC_TEST_CLUSTER_OWNER  uid:gid that gets ssh/ and env.sh (a host user reading a bind mount)
 set -euo pipefail
@@ -31,14 +31,13 @@ TEST_USER=${HPC_TEST_USER:-slurmuser}
 SSH_PORT=${HPC_TEST_SSH_PORT:-2222}
 JUMP_PORT=${HPC_TEST_JUMP_PORT:-2223}
 SSH_LISTEN=${HPC_TEST_SSH_LISTEN:-127.0.0.1}
-NODE_COUNT=${HPC_TEST_NODES:-2}
+NODE_COUNT=${HPC_TEST_NODE_COUNT:-2}
 CGROUPS=${HPC_TEST_CGROUPS:-auto}
 OWNER=${HPC_TEST_CLUSTER_OWNER:-}
 
 CLUSTER=hpctest
 NODE_PREFIX=hpc-node
-NODES=$NODE_PREFIX'[1-'$NODE_COUNT']'
-[ "$NODE_COUNT" = 1 ] && NODES=${NODE_PREFIX}1
+if [ "$NODE_COUNT" = 1 ]; then NODES=${NODE_PREFIX}1; else NODES="$NODE_PREFIX[1-$NODE_COUNT]"; fi
 DB_PORT=3307          # not 3306, so a MariaDB/MySQL the machine already runs is left alone
 DB_PASS=hpc-test-slurmdbd
 GPUS_PER_NODE=4
@@ -104,6 +103,15 @@ running() { # running <pid> <program>
   comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
   [ "$comm" = "$want" ]
 }
+# After a reboot or a container restart PIDs repeat, and a PID file left behind can name another of
+# our daemons. A daemon writes its PID file after it starts, so a process younger than the file is
+# not the one the file is about.
+started_before() { # started_before <pid> <file>
+  local f btime
+  read -ra f <<< "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null)" || return 1
+  btime=$(awk '/^btime/ {print $2}' /proc/stat)
+  [ $(( btime + f[19] / $(getconf CLK_TCK) )) -le $(( $(stat -c %Y "$2") + 2 )) ]
+}
 # Daemon name -> PID file and program name. Each daemon writes its own PID file.
 pidfile() {
   case $1 in
@@ -113,11 +121,14 @@ pidfile() {
   esac
 }
 program() { case $1 in mariadb) echo mariadbd ;; sshd-*) echo sshd ;; slurmd-*) echo slurmd ;; *) echo "$1" ;; esac; }
-alive() { local f; f=$(pidfile "$1"); [ -s "$f" ] && running "$(cat "$f")" "$(program "$1")"; }
+alive() {
+  local f p; f=$(pidfile "$1"); [ -s "$f" ] || return 1
+  p=$(cat "$f"); running "$p" "$(program "$1")" && started_before "$p" "$f"
+}
 daemons() { # in start order
-  local i; echo munged mariadb slurmdbd slurmctld
+  local i; printf '%s\n' munged mariadb slurmdbd slurmctld
   for i in $(seq 1 "$NODE_COUNT"); do echo "slurmd-$NODE_PREFIX$i"; done
-  echo sshd-login sshd-jump
+  printf '%s\n' sshd-login sshd-jump
 }
 
 wait_for() { # wait_for <timeout_s> <cmd...>
@@ -178,7 +189,7 @@ start_munge() {
   chown munge:munge /etc/munge/munge.key; chmod 0600 /etc/munge/munge.key
   alive munged && return 0
   rm -f /run/munge/munged.pid
-  runuser -u munge -- /usr/sbin/munged --force   # --force: a dead munged's socket may be left over
+  runuser -u munge -- /usr/sbin/munged --force 9>&-   # --force: a dead munged's socket may be left over
   wait_for 10 test -s /run/munge/munged.pid || die "munged did not start"
   wait_for 10 bash -c 'munge -n | unmunge' || die "munge does not work"
   log "munged started (pid $(cat /run/munge/munged.pid))"
@@ -231,16 +242,20 @@ GresTypes=gpu
 SchedulerType=sched/backfill
 # Start jobs at once instead of batching submissions.
 SchedulerParameters=batch_sched_delay=0
-# A node set DOWN (by a test, or a restart) comes back when it registers or is RESUMEd.
-ReturnToService=2
-# Like most sites: a job on a failed node ends NODE_FAIL instead of being requeued silently.
+# A node an admin (or a test) sets DOWN stays DOWN until \`scontrol update state=resume\`; one that
+# was only unresponsive comes back by itself. (With 2 the node's next ping answer, milliseconds
+# later, would undo the DOWN and a RESUME would fail with "Invalid node state specified".)
+ReturnToService=1
+# A job on a node that fails ends NODE_FAIL (a state our tool must report) instead of being
+# requeued and run again behind the test's back.
 JobRequeue=0
 # Jobs over a partition limit are rejected at submission (sbatch --test-only shows it).
 EnforcePartLimits=ALL
 MpiDefault=none
 MailProg=/bin/true
+# MaxRSS is sampled: sample every second so that short test jobs show their memory too.
 JobAcctGatherType=jobacct_gather/linux
-JobAcctGatherFrequency=task=5
+JobAcctGatherFrequency=task=1
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=6819
@@ -267,8 +282,15 @@ EOF
     done <<< "$PARTITIONS"
   } | write_if_changed /etc/slurm/slurm.conf && SLURM_CHANGED=1
 
-  # GPUs exist only as a count: jobs get --gres=gpu:N scheduled and accounted, without devices.
-  printf '%s\nAutoDetect=off\nNodeName=%s Name=gpu Count=%s\n' "$MARKER" "$NODES" "$GPUS_PER_NODE" \
+  # No GPUs here: jobs get --gres=gpu:N scheduled, accounted and CUDA_VISIBLE_DEVICES set, nothing
+  # more. Slurm 22.05 drops a GPU without File= ("Removing file-less GPU") and wants a device
+  # node there, so each one is a stand-in with /dev/null's numbers; ConstrainDevices=no, so the
+  # device numbers are never used.
+  install -d -m 0755 "$STATE/gpu"
+  for i in $(seq 0 $((GPUS_PER_NODE - 1))); do
+    [ -c "$STATE/gpu/fake-gpu$i" ] || { rm -f "$STATE/gpu/fake-gpu$i"; mknod -m 0666 "$STATE/gpu/fake-gpu$i" c 1 3; SLURM_CHANGED=1; }
+  done
+  printf '%s\nAutoDetect=off\nNodeName=%s Name=gpu File=%s\n' "$MARKER" "$NODES" "$STATE/gpu/fake-gpu[0-$((GPUS_PER_NODE - 1))]" \
     | write_if_changed /etc/slurm/gres.conf && SLURM_CHANGED=1
   if cgroups_enabled; then
     printf '%s\n%s\n' "$MARKER" 'CgroupPlugin=cgroup/v1
@@ -298,7 +320,7 @@ start_mariadb() {
   setsid /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$DB" --pid-file="$DB/mariadbd.pid" \
     --socket="$DB/mysqld.sock" --bind-address=127.0.0.1 --port=$DB_PORT --skip-name-resolve \
     --innodb-buffer-pool-size=128M --innodb-lock-wait-timeout=900 --log-error="$DB/error.log" \
-    </dev/null >/dev/null 2>&1 &
+    </dev/null >/dev/null 2>&1 9>&- &
   wait_for 60 mariadb-admin --no-defaults --socket="$DB/mysqld.sock" ping || { tail -20 "$DB/error.log"; die "mariadb did not start"; }
   wait_for 10 test -s "$DB/mariadbd.pid"
   log "mariadb started (pid $(cat "$DB/mariadbd.pid"), 127.0.0.1:$DB_PORT)"
@@ -328,7 +350,7 @@ EOF
   [ $changed = 1 ] && alive slurmdbd && { log "slurmdbd.conf changed -> restart"; stop_daemon slurmdbd; }
   if ! alive slurmdbd; then
     rm -f "$RUN/slurmdbd.pid"
-    /usr/sbin/slurmdbd
+    /usr/sbin/slurmdbd 9>&-
     wait_for 20 test -s "$RUN/slurmdbd.pid" || { tail -20 "$LOG/slurmdbd.log"; die "slurmdbd did not start"; }
     log "slurmdbd started (pid $(cat "$RUN/slurmdbd.pid"))"
   fi
@@ -336,7 +358,7 @@ EOF
 }
 
 # Cluster, QoS, accounts and the test user's associations. They live in the database under $STATE,
-# so a stamp of the applied spec next to it lets an unchanged `up` skip ~30 sacctmgr calls.
+# so a stamp of the applied spec next to it lets an unchanged `up` skip the sacctmgr calls (~4 s).
 setup_accounting() {
   local spec stamp=$STATE/accounting.applied
   spec=$(printf '%s\n' "$CLUSTER" "$QOS" "$ACCOUNTS" "$DEFAULT_ACCOUNT" "$TEST_USER" | sha256sum | cut -c1-16)
@@ -344,25 +366,30 @@ setup_accounting() {
      && sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER"; then
     return 0
   fi
-  local t0=$SECONDS name settings acct qos_names=''
+  local t0=$SECONDS name settings qos_names='' missing=() acct
   sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER" || sacctmgr -i add cluster "$CLUSTER" >/dev/null
-  local have_qos; have_qos=$(sacctmgr -n -P list qos format=name)
+  log "  cluster $CLUSTER registered ($((SECONDS - t0))s)"
+  # Batched (one call per kind of change): each sacctmgr call costs ~0.2 s.
+  local have; have=$(sacctmgr -n -P list qos format=name)
   while read -r name settings; do
     [ -n "$name" ] || continue
     qos_names+=${qos_names:+,}$name
-    grep -qx "$name" <<< "$have_qos" || sacctmgr -i add qos "$name" >/dev/null
-    # shellcheck disable=SC2086  # settings are several words on purpose
-    [ -z "$settings" ] || sacctmgr -i modify qos where name="$name" set $settings >/dev/null || true
+    grep -qx "$name" <<< "$have" || missing+=("$name")
   done <<< "$QOS"
-  local have_acct; have_acct=$(sacctmgr -n -P list account format=account)
-  for acct in $ACCOUNTS; do
-    grep -qix "$acct" <<< "$have_acct" || sacctmgr -i add account "$acct" Description="$acct" Organization=hpc-test >/dev/null
-  done
-  local accts=${ACCOUNTS// /,}
-  sacctmgr -i add user "$TEST_USER" Account="$accts" DefaultAccount="$DEFAULT_ACCOUNT" >/dev/null 2>&1 || true
-  sacctmgr -i modify user where name="$TEST_USER" set DefaultAccount="$DEFAULT_ACCOUNT" >/dev/null 2>&1 || true
+  [ ${#missing[@]} -eq 0 ] || sacctmgr -i add qos "$(IFS=,; echo "${missing[*]}")" >/dev/null
+  while read -r settings; do
+    # shellcheck disable=SC2086  # settings are several words on purpose
+    sacctmgr -i modify qos where name="$(awk -v s="$settings" '{n=$1; $1=""; sub(/^ /,""); if ($0==s) print n}' <<< "$QOS" | paste -sd,)" \
+      set $settings >/dev/null || true
+  done < <(awk 'NF>1 {$1=""; sub(/^ /,""); print}' <<< "$QOS" | sort -u)
+  have=$(sacctmgr -n -P list account format=account); missing=()
+  for acct in $ACCOUNTS; do grep -qix "$acct" <<< "$have" || missing+=("$acct"); done
+  [ ${#missing[@]} -eq 0 ] || sacctmgr -i add account "$(IFS=,; echo "${missing[*]}")" Organization=hpc-test >/dev/null
   # Every association of the user may use every QoS; the partitions' AllowQos decides the pairing.
-  sacctmgr -i modify user where name="$TEST_USER" set QOS="$qos_names" DefaultQOS=normal >/dev/null 2>&1 || true
+  sacctmgr -i add user "$TEST_USER" Account="${ACCOUNTS// /,}" DefaultAccount="$DEFAULT_ACCOUNT" \
+    QOS="$qos_names" DefaultQOS=normal >/dev/null 2>&1 \
+  || sacctmgr -i modify user where name="$TEST_USER" set DefaultAccount="$DEFAULT_ACCOUNT" \
+    QOS="$qos_names" DefaultQOS=normal >/dev/null 2>&1 || true
   echo "$spec" > "$stamp"
   log "accounting: cluster $CLUSTER, accounts $ACCOUNTS, $(wc -w <<< "${qos_names//,/ }") QoS ($((SECONDS - t0))s)"
 }
@@ -375,7 +402,7 @@ start_slurm() {
   fi
   if ! alive slurmctld; then
     rm -f "$RUN/slurmctld.pid"
-    /usr/sbin/slurmctld
+    /usr/sbin/slurmctld 9>&-
     wait_for 20 test -s "$RUN/slurmctld.pid" || { tail -20 "$LOG/slurmctld.log"; die "slurmctld did not start"; }
     log "slurmctld started (pid $(cat "$RUN/slurmctld.pid"))"
   fi
@@ -383,7 +410,8 @@ start_slurm() {
     node=$NODE_PREFIX$i
     alive "slurmd-$node" && continue
     rm -f "$RUN/slurmd-$node.pid"
-    /usr/sbin/slurmd -N "$node"
+    install -d -m 0755 "$STATE/slurmd/$node"
+    /usr/sbin/slurmd -N "$node" 9>&-
     wait_for 20 test -s "$RUN/slurmd-$node.pid" || { tail -20 "$LOG/slurmd-$node.log"; die "slurmd $node did not start"; }
     log "slurmd $node started (pid $(cat "$RUN/slurmd-$node.pid"))"
   done
@@ -393,11 +421,9 @@ start_slurm() {
     local st; st=$(sinfo -h -N -p cpu -o '%N %T') || return 1
     [ "$(grep -cE ' (idle|mixed|allocated|completing)$' <<< "$st")" = "$NODE_COUNT" ]
   }
-  if ! wait_for 30 nodes_ready; then
-    bad=$(sinfo -h -N -o '%N %T' | grep -E ' (down|drain|drained|draining|fail)' | cut -d' ' -f1 | sort -u | paste -sd, || true)
-    [ -n "$bad" ] && { log "resuming $bad"; scontrol update nodename="$bad" state=resume || true; }
-    wait_for 30 nodes_ready || { sinfo -N; tail -20 "$LOG/slurmctld.log"; die "nodes not ready"; }
-  fi
+  bad=$(sinfo -h -N -o '%N %T' | grep -E ' (down|drain|drained|draining|fail)' | cut -d' ' -f1 | sort -u | paste -sd, || true)
+  if [ -n "$bad" ]; then log "resuming $bad"; scontrol update nodename="$bad" state=resume || true; fi
+  wait_for 30 nodes_ready || { sinfo -N; tail -20 "$LOG/slurmctld.log"; die "nodes not ready"; }
   log "nodes ready: $(sinfo -h -N -p cpu -o '%N=%T' | paste -sd' ') (waited $((SECONDS - t0))s)"
 }
 
@@ -438,7 +464,7 @@ Subsystem sftp internal-sftp
 EOF
     alive "sshd-$name" && continue
     /usr/sbin/sshd -t -f "$hostkeys/sshd_$name.conf"
-    /usr/sbin/sshd -f "$hostkeys/sshd_$name.conf" -E "$LOG/sshd-$name.log"
+    /usr/sbin/sshd -f "$hostkeys/sshd_$name.conf" -E "$LOG/sshd-$name.log" 9>&-
     wait_for 10 test -s "$RUN/sshd-$name.pid" || { tail -20 "$LOG/sshd-$name.log"; die "sshd $name did not start"; }
     log "sshd $name on $SSH_LISTEN:$port started (pid $(cat "$RUN/sshd-$name.pid"))"
   done
@@ -481,7 +507,7 @@ export HPC_TEST_USER=$TEST_USER
 export HPC_TEST_SSH_KEY=$SSH/id_ed25519
 export HPC_TEST_KNOWN_HOSTS=$SSH/known_hosts
 export HPC_TEST_SSH_CONFIG=$SSH/ssh_config
-export HPC_TEST_NODES=$NODES
+export HPC_TEST_NODELIST=$NODES
 EOF
   [ -z "$OWNER" ] || chown -R "$OWNER" "$SSH" "$DIR/env.sh"
 }
@@ -503,7 +529,7 @@ stop_daemon() { # SIGTERM the recorded PID, wait, SIGKILL if it hangs
   f=$(pidfile "$1"); prog=$(program "$1")
   [ -s "$f" ] || return 0
   p=$(cat "$f")
-  if running "$p" "$prog"; then
+  if alive "$1"; then
     kill "$p"
     for _ in $(seq 1 150); do running "$p" "$prog" || break; sleep 0.1; done
     running "$p" "$prog" && { log "$1 ($p) ignored SIGTERM -> SIGKILL"; kill -9 "$p"; }
@@ -534,8 +560,7 @@ cmd_down() {
   [ "$(id -u)" = 0 ] || die "run as root"
   # Cancel leftover jobs first, so no slurmstepd outlives its slurmd.
   if alive slurmctld && [ -n "$(squeue -h -o %i 2>/dev/null)" ]; then
-    scancel --full --state=PENDING,RUNNING,SUSPENDED,CONFIGURING 2>/dev/null \
-      || squeue -h -o %i | xargs -r scancel 2>/dev/null || true
+    squeue -h -o %i | xargs -r scancel 2>/dev/null || true
     wait_for 15 bash -c '[ -z "$(squeue -h -t PD,R,CG,CF,S 2>/dev/null)" ]' || true
   fi
   local d
@@ -551,8 +576,10 @@ cmd_down() {
        && cmp -s "$SSH/id_ed25519.pub" "/home/$TEST_USER/.ssh/authorized_keys"; then
       rm -f "/home/$TEST_USER/.ssh/authorized_keys"
     fi
-    rm -rf "$STATE" "$DIR"
-    log "purged $DIR, $STATE and /etc/slurm configs written here"
+    # Only what `up` created, in case a knob points at a directory that holds other things too.
+    rm -rf "${STATE:?}"/{run,log,mysql,slurmctld,slurmd,sshd,gpu,accounting.applied} "${DIR:?}"/{ssh,env.sh}
+    rmdir "$STATE" "$DIR" 2>/dev/null || true
+    log "purged $DIR, $STATE and the /etc/slurm configs written here"
   fi
 }
 
@@ -562,15 +589,26 @@ cmd_status() {
     if alive "$d"; then echo "$d: running (pid $(cat "$(pidfile "$d")"))"; else echo "$d: stopped"; rc=1; fi
   done
   if alive slurmctld; then
-    sinfo -N -o '%N %P %T %c %m %G' 2>/dev/null || true
+    sinfo -s 2>/dev/null || true
+    sinfo -N -p cpu -o '%N %T cpus=%c mem=%m gres=%G %E' 2>/dev/null || true
     sacctmgr -n -P list qos format=name,maxwall,maxtresperjob 2>/dev/null | sed 's/^/qos: /' || true
   fi
   return $rc
 }
 
+# One `up`/`down` at a time on this machine: /etc/slurm, munged and the ports are shared, and test
+# sessions running side by side each call `up` and `down`. Daemons are started with fd 9 closed
+# (`9>&-`), or they would hold the lock for as long as they run.
+lock() {
+  exec 9>>/run/hpc-test-cluster.lock
+  flock -n 9 && return 0
+  log "waiting for another test-cluster.sh up/down to finish"
+  flock -w 600 9 || die "still locked after 600s: /run/hpc-test-cluster.lock"
+}
+
 case ${1:-up} in
-  up) cmd_up ;;
-  down) cmd_down "${2:-}" ;;
+  up) lock; cmd_up ;;
+  down) lock; cmd_down "${2:-}" ;;
   status) cmd_status ;;
   install) install_packages ;;
   *) echo "usage: $0 up | down [--purge] | status | install" >&2; exit 2 ;;

@@ -51,10 +51,6 @@ class SSHTarget:
     otp_env: str | None = None
     connect_timeout_s: float = 15.0
 
-    @property
-    def key(self) -> tuple:
-        return (self.login, self.jumps, self.auth, self.key_file, self.certificate_file)
-
 
 def expand(path: str | None) -> str | None:
     if path is None:
@@ -369,16 +365,17 @@ class RemoteCommandError(TransportError):
         super().__init__(f"remote command failed with exit code {result.exit_code}: {head}\n{result.stderr.strip()}")
 
 
-_POOL: dict[tuple, Transport] = {}
+_POOL: dict[SSHTarget, Transport] = {}
 _POOL_LOCK = threading.Lock()
 
 
 def transport_for(target: SSHTarget) -> Transport:
     """The process-wide transport for a target: concurrent steps share one connection."""
     with _POOL_LOCK:
-        transport = _POOL.get(target.key)
+        # Keyed by the whole target: a different known_hosts or key is a different connection.
+        transport = _POOL.get(target)
         if transport is None:
-            transport = _POOL[target.key] = Transport(target)
+            transport = _POOL[target] = Transport(target)
         return transport
 
 
