@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 def _defs(project: Path, name: str, body: str) -> None:
     folder = project / "defs" / name
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "defs.yaml").write_text(textwrap.dedent(body))
+    (folder / "defs.yaml").write_text(body)
 
 
 def _workload(project: Path, name: str, code: str) -> None:
@@ -33,20 +33,16 @@ def _workload(project: Path, name: str, code: str) -> None:
 
 
 def _asset(project, name, script, *, resources="", extra=""):
-    _defs(
-        project,
-        name,
-        f"""\
-        type: components.SlurmAssetComponent
-        attributes:
-          assets:
-            - key: {name}
-          script: {script}
-          cluster: docker
-          resources: {{{resources}}}
-        {textwrap.indent(textwrap.dedent(extra), '  ') if extra else ''}
-        """,
+    body = (
+        "type: components.SlurmAssetComponent\n"
+        "attributes:\n"
+        f"  assets:\n    - key: {name}\n"
+        f"  script: {script}\n"
+        "  cluster: docker\n"
+        f"  resources: {{{resources}}}\n"
     )
+    body += textwrap.indent(textwrap.dedent(extra), "  ")
+    _defs(project, name, body)
 
 
 def _materialize(project: Path, keys: list[str], monkeypatch, tags=None):
@@ -346,3 +342,73 @@ def test_restarted_process_reattaches_instead_of_resubmitting(project, monkeypat
     logs = [r.user_message for r in run_instance.all_logs(result.run_id)]
     assert any(f"re-attaching to Slurm job {job_id}" in m for m in logs)
     assert not any("submitted Slurm job" in m for m in logs)
+
+
+def test_node_failure_fails_with_node_fail(project, monkeypatch):
+    _workload(project, "long.py", "import time\ntime.sleep(120)\n")
+    _asset(project, "doomed", "long.py", resources='time: "00:05:00"')
+    state = project_state()
+    downed: list[str] = []
+
+    def fail_node():
+        for _ in range(300):
+            node = ssh_as_user(state, "squeue -h -n doomed -t RUNNING -o %N", check=False).strip()
+            if node:
+                subprocess.run(["scontrol", "update", f"nodename={node}", "state=down", "reason=integration-test"], check=True)
+                downed.append(node)
+                return
+            time.sleep(0.2)
+
+    threading.Thread(target=fail_node, daemon=True).start()
+    try:
+        result, _ = _materialize(project, ["doomed"], monkeypatch)
+    finally:
+        for node in downed:
+            subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=False)
+    assert downed, "the job never started"
+    assert not result.success
+    assert "ended NODE_FAIL" in _failure_text(result) and "a node of the job failed" in _failure_text(result)
+
+
+def test_retry_policy_resubmits_after_node_failure(project, monkeypatch):
+    marker = f"attempted-{os.getpid()}-{time.time_ns()}"
+    _workload(
+        project,
+        "flaky.py",
+        f"""\
+        import os, pathlib, time
+        from dagster_pipes import open_dagster_pipes
+        with open_dagster_pipes() as p:
+            flag = pathlib.Path(os.environ["HPC_DATA_DIR"]) / {marker!r}
+            flag.parent.mkdir(parents=True, exist_ok=True)
+            if not flag.exists():
+                flag.touch()
+                time.sleep(120)
+            p.report_asset_materialization(metadata={{"node": os.uname().nodename}})
+        """,
+    )
+    _asset(project, "flaky", "flaky.py", resources='time: "00:05:00"', extra="submission:\n  retry_states: [NODE_FAIL]\n  max_attempts: 2\n")
+    state = project_state()
+    downed: list[str] = []
+
+    def fail_node():
+        for _ in range(300):
+            node = ssh_as_user(state, "squeue -h -n flaky -t RUNNING -o %N", check=False).strip()
+            if node:
+                time.sleep(1.0)  # let the first attempt create its marker
+                subprocess.run(["scontrol", "update", f"nodename={node}", "state=down", "reason=integration-test"], check=True)
+                downed.append(node)
+                return
+            time.sleep(0.2)
+
+    threading.Thread(target=fail_node, daemon=True).start()
+    try:
+        result, instance = _materialize(project, ["flaky"], monkeypatch)
+    finally:
+        for node in downed:
+            subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=False)
+    assert result.success, _failure_text(result)
+    meta = result.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata
+    assert meta["attempt"].value == 2
+    assert meta["node"].value != downed[0]
+    assert any("resubmitting (attempt 2 of 2)" in r.user_message for r in instance.all_logs(result.run_id))
