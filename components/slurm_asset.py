@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import datetime
 import sys
-import textwrap
 from collections.abc import Iterator, Sequence
-from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 
 import dagster as dg
 from pydantic import BaseModel, Field
 
-from components.core import environments, shell
+from components.core import environments
 from components.core.errors import ConfigError, Location
 from components.core.local import make_job_dir, run_script
 from components.core.profiles import ClusterProfile, load_profile, resolve_cluster_name

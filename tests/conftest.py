@@ -60,3 +60,24 @@ def run_dg(project: Path, *args: str, timeout: int = 180, env: dict | None = Non
         text=True,
         timeout=timeout,
     )
+
+
+def materialize(project: Path, keys: list[str], monkeypatch, tags: dict | None = None):
+    """Build the copy's definitions in this process and materialize `keys` on an ephemeral instance."""
+    import dagster as dg
+
+    monkeypatch.chdir(project)
+    monkeypatch.syspath_prepend(str(project))
+    # The copy has its own defs package; drop any cached import of another project's.
+    for name in [m for m in sys.modules if m == "defs" or m.startswith("defs.")]:
+        del sys.modules[name]
+    defs = dg.ComponentTree.for_project(project).build_defs()
+    instance = dg.DagsterInstance.ephemeral()
+    job = defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(
+        instance=instance,
+        asset_selection=[dg.AssetKey.from_user_string(k) for k in keys],
+        raise_on_error=False,
+        tags=tags or {},
+    )
+    return result, instance

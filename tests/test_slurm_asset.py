@@ -64,7 +64,6 @@ def test_component_schema_documents_every_field():
 )
 def test_bad_attributes_are_reported_with_file_and_line(project, old, new, needle, message):
     from components.core.errors import ConfigError
-    import dagster as dg
 
     lines = _edit(project, NUMBERS, old, new)
     with pytest.raises(Exception) as info:

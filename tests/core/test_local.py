@@ -4,29 +4,9 @@ from __future__ import annotations
 
 import os
 
-import dagster as dg
 import pytest
 
-from tests.conftest import copy_project
-
-
-def _materialize(project, selection, monkeypatch, raise_on_error=False):
-    monkeypatch.chdir(project)
-    monkeypatch.syspath_prepend(str(project))
-    # The copy has its own defs package; drop any cached import of the repository's.
-    import sys
-
-    for name in [m for m in sys.modules if m == "defs" or m.startswith("defs.")]:
-        del sys.modules[name]
-    defs = dg.ComponentTree.for_project(project).build_defs()
-    instance = dg.DagsterInstance.ephemeral()
-    job = defs.resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(
-        instance=instance,
-        asset_selection=[dg.AssetKey.from_user_string(s) for s in selection],
-        raise_on_error=raise_on_error,
-    )
-    return result, instance
+from tests.conftest import copy_project, materialize as _materialize
 
 
 @pytest.fixture

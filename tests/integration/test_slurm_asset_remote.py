@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import dagster as dg
 import pytest
 
 from components.core import ssh
-from tests.conftest import ROOT, VENV_BIN, copy_project
+from tests.conftest import copy_project, materialize as _materialize
 from tests.integration.conftest import ssh_as_user
 
 pytestmark = pytest.mark.integration
@@ -43,23 +44,6 @@ def _asset(project, name, script, *, resources="", extra=""):
     )
     body += textwrap.indent(textwrap.dedent(extra), "  ")
     _defs(project, name, body)
-
-
-def _materialize(project: Path, keys: list[str], monkeypatch, tags=None):
-    monkeypatch.chdir(project)
-    monkeypatch.syspath_prepend(str(project))
-    for mod in [m for m in sys.modules if m == "defs" or m.startswith("defs.")]:
-        del sys.modules[mod]
-    defs = dg.ComponentTree.for_project(project).build_defs()
-    instance = dg.DagsterInstance.ephemeral()
-    job = defs.resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(
-        instance=instance,
-        asset_selection=[dg.AssetKey.from_user_string(k) for k in keys],
-        raise_on_error=False,
-        tags=tags or {},
-    )
-    return result, instance
 
 
 def _failure_text(result) -> str:
@@ -344,16 +328,17 @@ def test_restarted_process_reattaches_instead_of_resubmitting(project, monkeypat
     assert not any("submitted Slurm job" in m for m in logs)
 
 
-def test_node_failure_fails_with_node_fail(project, monkeypatch):
-    _workload(project, "long.py", "import time\ntime.sleep(120)\n")
-    _asset(project, "doomed", "long.py", resources='time: "00:05:00"')
+@contextlib.contextmanager
+def _node_fails_under(job_name: str, delay_s: float = 0.0):
+    """Set the node of the running job DOWN from outside (as an admin would); resume it afterwards."""
     state = project_state()
     downed: list[str] = []
 
     def fail_node():
         for _ in range(300):
-            node = ssh_as_user(state, "squeue -h -n doomed -t RUNNING -o %N", check=False).strip()
+            node = ssh_as_user(state, f"squeue -h -n {job_name} -t RUNNING -o %N", check=False).strip()
             if node:
+                time.sleep(delay_s)
                 subprocess.run(["scontrol", "update", f"nodename={node}", "state=down", "reason=integration-test"], check=True)
                 downed.append(node)
                 return
@@ -361,10 +346,17 @@ def test_node_failure_fails_with_node_fail(project, monkeypatch):
 
     threading.Thread(target=fail_node, daemon=True).start()
     try:
-        result, _ = _materialize(project, ["doomed"], monkeypatch)
+        yield downed
     finally:
         for node in downed:
             subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=False)
+
+
+def test_node_failure_fails_with_node_fail(project, monkeypatch):
+    _workload(project, "long.py", "import time\ntime.sleep(120)\n")
+    _asset(project, "doomed", "long.py", resources='time: "00:05:00"')
+    with _node_fails_under("doomed") as downed:
+        result, _ = _materialize(project, ["doomed"], monkeypatch)
     assert downed, "the job never started"
     assert not result.success
     assert "ended NODE_FAIL" in _failure_text(result) and "a node of the job failed" in _failure_text(result)
@@ -388,25 +380,9 @@ def test_retry_policy_resubmits_after_node_failure(project, monkeypatch):
         """,
     )
     _asset(project, "flaky", "flaky.py", resources='time: "00:05:00"', extra="submission:\n  retry_states: [NODE_FAIL]\n  max_attempts: 2\n")
-    state = project_state()
-    downed: list[str] = []
-
-    def fail_node():
-        for _ in range(300):
-            node = ssh_as_user(state, "squeue -h -n flaky -t RUNNING -o %N", check=False).strip()
-            if node:
-                time.sleep(1.0)  # let the first attempt create its marker
-                subprocess.run(["scontrol", "update", f"nodename={node}", "state=down", "reason=integration-test"], check=True)
-                downed.append(node)
-                return
-            time.sleep(0.2)
-
-    threading.Thread(target=fail_node, daemon=True).start()
-    try:
+    # The delay lets the first attempt create its marker before its node goes down.
+    with _node_fails_under("flaky", delay_s=1.0) as downed:
         result, instance = _materialize(project, ["flaky"], monkeypatch)
-    finally:
-        for node in downed:
-            subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=False)
     assert result.success, _failure_text(result)
     meta = result.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata
     assert meta["attempt"].value == 2
