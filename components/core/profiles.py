@@ -303,7 +303,7 @@ def _drop_origins(out: dict, prefix: KeyPath) -> None:
 
 
 def _origins(lines: LineMap) -> dict[KeyPath, tuple[Path, int]]:
-    return {path: (lines.file, line) for path, line in lines._lines.items()}
+    return {path: (lines.file, line) for path, line in lines.items()}
 
 
 def available_profiles(clusters_dir: Path) -> list[str]:

@@ -25,16 +25,18 @@ from pathlib import Path
 import dagster as dg
 
 from components.core import environments
-from components.core.local import unreported_checks
+from components.core.local import STDERR_TAIL_LINES, unreported_checks
 from components.core.metrics import job_metrics
 from components.core.render import JobPlan, plan_job, render_script
+from components.core.shell import quote_path
 from components.core.scheduler import ACTIVE, FAILURE_CAUSES, SUCCESS, SlurmClient, SubmissionError
 from components.core.ssh import Transport, target_for, transport_for
 
 TAG_PREFIX = "hpc/job/"
-STDERR_TAIL_LINES = 40
 # Slurm kills a job KillWait seconds after its limit; allow that and a little accounting lag.
 RUN_GRACE_S = 180
+# Remote base directories as the login shell expands them, resolved once per connection target.
+_BASE_DIRS: dict[tuple, str] = {}
 POLL_SCHEDULE_S = (0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 
 
@@ -171,19 +173,18 @@ class SlurmRun:
 
     # -- remote layout ------------------------------------------------------------------------
     def base_dir(self) -> str:
-        cache = getattr(self.transport, "_base_dirs", None)
-        if cache is None:
-            cache = self.transport._base_dirs = {}  # type: ignore[attr-defined]
-        if self.profile.paths.base_dir not in cache:
-            from components.core.shell import quote_path
-
+        key = (self.transport.target, self.profile.paths.base_dir)
+        if key not in _BASE_DIRS:
             # A login shell: sites define $DATA / $WORK in their profile scripts.
             expr = quote_path(self.profile.paths.base_dir)
             out = self.transport.run(f"bash -lc {shlex.quote(f'printf %s {expr}')}").stdout.strip()
             if not out.startswith("/"):
-                raise dg.Failure(f"paths.base_dir {self.profile.paths.base_dir!r} expanded to {out!r} on {self.profile.name}; set it to an absolute path or a defined variable")
-            cache[self.profile.paths.base_dir] = out
-        return cache[self.profile.paths.base_dir]
+                raise dg.Failure(
+                    f"paths.base_dir {self.profile.paths.base_dir!r} expanded to {out!r} on {self.profile.name}; "
+                    "set it to an absolute path or a variable the login shell defines"
+                )
+            _BASE_DIRS[key] = out
+        return _BASE_DIRS[key]
 
     def _make_job_dir(self, attempt: int) -> str:
         base = self.base_dir()
@@ -301,9 +302,7 @@ class SlurmRun:
     def _wait(self, job: SubmittedJob) -> str:
         """Poll until the job leaves the active states; log every transition."""
         log = self.context.log
-        limit_s = self.plan.directives and next(
-            (_limit(d.option) for d in self.plan.directives if d.option.startswith("--time=")), None
-        )
+        limit_s = self.plan.time_limit_s
         started_pending = time.monotonic()
         started_running: float | None = None
         last: tuple[str, str] | None = None
@@ -337,12 +336,6 @@ class SlurmRun:
     def _exit_marker(self, job_dir: str) -> int | None:
         result = self.transport.run(f"cat {shlex.quote(job_dir)}/.hpc-exit-code 2>/dev/null", check=False)
         return int(result.stdout.strip()) if result.stdout.strip().lstrip("-").isdigit() else None
-
-
-def _limit(option: str) -> int:
-    from components.core.units import parse_time_s
-
-    return parse_time_s(option.split("=", 1)[1])
 
 
 def _metadata(values: dict[str, object]) -> dict[str, dg.MetadataValue]:

@@ -76,9 +76,12 @@ class JobPlan:
     launch: shell.ShellSafe
     warnings: tuple[str, ...] = ()
     runtime: Runtime = Runtime()
+    time_limit_s: int | None = None  # what --time asks for; None when no limit is rendered
 
 
-def _directives(profile: ClusterProfile, job: JobSpec, strict: bool) -> tuple[list[Directive], list[str], list[str]]:
+def _directives(
+    profile: ClusterProfile, job: JobSpec, strict: bool
+) -> tuple[list[Directive], list[str], list[str], int | None]:
     assert profile.slurm is not None
     res, slurm = job.resources, profile.slurm
     placement = place(profile, res)
@@ -150,7 +153,7 @@ def _directives(profile: ClusterProfile, job: JobSpec, strict: bool) -> tuple[li
         add(extra, profile.source(*cpath, "extra_directives", i))
     for extra in res.extra_directives:
         add(extra, "resources.extra_directives")
-    return out, notes, warnings
+    return out, notes, warnings, (None if "time" in omitted else placement.time_s)
 
 
 def _launch(profile: ClusterProfile, job: JobSpec, runtime: Runtime) -> shell.ShellSafe:
@@ -172,13 +175,13 @@ def _launch(profile: ClusterProfile, job: JobSpec, runtime: Runtime) -> shell.Sh
 def plan_job(profile: ClusterProfile, job: JobSpec, *, strict: bool = False, runtime: Runtime | None = None) -> JobPlan:
     """Validate the job against the profile and compute directives; strict=True is for submission."""
     if profile.scheduler == "slurm":
-        directives, notes, warnings = _directives(profile, job, strict)
+        directives, notes, warnings, time_limit_s = _directives(profile, job, strict)
     else:
-        directives, warnings = [], []
+        directives, warnings, time_limit_s = [], [], None
         notes = [f"resources recorded, not enforced locally: {describe(job.resources)}"]
     runtime = runtime or Runtime()
     launch = _launch(profile, job, runtime)
-    return JobPlan(profile, job, tuple(directives), tuple(notes), launch, tuple(warnings), runtime)
+    return JobPlan(profile, job, tuple(directives), tuple(notes), launch, tuple(warnings), runtime, time_limit_s)
 
 
 def _finalize(value: object) -> object:

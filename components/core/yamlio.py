@@ -27,6 +27,10 @@ class LineMap:
                 return line
         return None
 
+    def items(self):
+        """Every recorded (key path, line) pair."""
+        return self._lines.items()
+
     def location(self, path: KeyPath) -> Location:
         return Location(file=self.file, line=self.line_of(path), key=dotted(path) or None)
 
