@@ -1,0 +1,243 @@
+"""What a feature must (re)compute, and recording what was computed: the steps around a workload.
+
+Each step takes a request (a JSON dict written by the orchestrator into a private staging
+directory) and returns a JSON-able summary. They run in the Dagster process for local stores and
+on the cluster's login node (through `python -m hpc_runtime`) when the store lives there.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections import Counter
+from typing import Any
+
+import narwhals as nw
+import polars as pl
+
+from .graph import build_graph, polars_schema
+from .stores import describe, open_store
+
+STATUS_COLUMN = "hpc_status"  # "new" or "stale" in the increment a workload receives
+INCREMENT_FILE = "increment.parquet"
+SAMPLES_GLOB = "samples*.parquet"
+PROVENANCE = "metaxy_provenance_by_field"
+SHOWN_IDS = 10
+
+
+class FeatureDataError(Exception):
+    """Data that must not reach the store; the message names the offending ids and what to do."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(problem)
+        self.problem, self.fix = problem, fix
+
+
+class Feature:
+    """One request's view: the graph, the target feature and its store, opened for one step."""
+
+    def __init__(self, request: dict):
+        self.request = request
+        self.specs: list[dict] = request["specs"]
+        self.spec = next(s for s in self.specs if s["key"] == request["target"])
+        self.key = self.spec["key"]
+        self.id_columns: list[str] = list(self.spec["id_columns"])
+        self.fields: list[str] = [f["key"] for f in self.spec["fields"]]
+        self.is_root = not self.spec.get("deps")
+        self.graph, self.classes = build_graph(self.specs)
+        self.cls = self.classes[self.key]
+        self.staging = request["staging"]
+
+    def store(self):
+        with self.graph.use():
+            return open_store(self.request["store"])
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.staging, name)
+
+
+def _ids(frame: pl.DataFrame, id_columns: list[str], limit: int = SHOWN_IDS) -> str:
+    rows = frame.select(id_columns).head(limit).rows()
+    shown = ", ".join(str(r[0]) if len(r) == 1 else str(tuple(r)) for r in rows)
+    more = frame.height - min(frame.height, limit)
+    return shown + (f" (and {more} more)" if more > 0 else "")
+
+
+def _key_expr(id_columns: list[str]) -> nw.Expr:
+    if len(id_columns) == 1:
+        return nw.col(id_columns[0]).cast(nw.String)
+    return nw.concat_str([nw.col(c).cast(nw.String) for c in id_columns], separator="\x1f")
+
+
+def _keys(frame: pl.DataFrame, id_columns: list[str]) -> list[str]:
+    return nw.from_native(frame).select(_key_expr(id_columns).alias("k"))["k"].to_list()
+
+
+def _native(frame: Any) -> pl.DataFrame:
+    return frame.to_native() if hasattr(frame, "to_native") else frame
+
+
+def changed_fields(store, feature: Feature, stale: pl.DataFrame) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """For stale samples: which fields' provenance differs from what is stored (Metaxy does not say)."""
+    if stale.is_empty():
+        return {}, {}
+    current = _native(
+        store.read(feature.cls, columns=[*feature.id_columns, PROVENANCE]).collect()
+    ).rename({PROVENANCE: "_stored"})
+    joined = stale.select([*feature.id_columns, PROVENANCE]).join(current, on=feature.id_columns, how="inner")
+    counts: Counter[str] = Counter()
+    examples: dict[str, list[str]] = {}
+    for field in feature.fields:
+        differs = joined.filter(
+            pl.col(PROVENANCE).struct.field(field).ne_missing(pl.col("_stored").struct.field(field))
+        )
+        if differs.height:
+            counts[field] = differs.height
+            examples[field] = _keys(differs.head(SHOWN_IDS), feature.id_columns)
+    return dict(counts), examples
+
+
+def _summary(feature: Feature, store, new: pl.DataFrame, stale: pl.DataFrame, orphaned: pl.DataFrame) -> dict:
+    fields, examples = changed_fields(store, feature, stale)
+    return {
+        "feature": feature.key,
+        "store": describe(feature.request["store"]),
+        "new": new.height,
+        "stale": stale.height,
+        "orphaned": orphaned.height,
+        "stale_fields": fields,
+        "stale_examples": examples,
+        "orphan_examples": _keys(orphaned.head(SHOWN_IDS), feature.id_columns) if orphaned.height else [],
+    }
+
+
+def _delete_orphans(store, feature: Feature, orphaned: pl.DataFrame) -> int:
+    if orphaned.is_empty() or feature.request.get("orphans", "keep") != "delete":
+        return 0
+    keys = _keys(orphaned, feature.id_columns)
+    store.delete(feature.cls, filters=[_key_expr(feature.id_columns).is_in(keys)])
+    return len(keys)
+
+
+def _upstream_missing(store, feature: Feature) -> None:
+    for dep in feature.spec.get("deps", []):
+        if not dep.get("optional") and not store.has_feature(dep["feature"]):
+            raise FeatureDataError(
+                f"upstream feature {dep['feature']} has no metadata in {describe(feature.request['store'])}",
+                f"materialize {dep['feature']} first (it is upstream of {feature.key}), or check that both use the same store",
+            )
+
+
+def resolve(request: dict) -> dict:
+    """Downstream feature: write the increment (new + stale samples) for the workload; count it."""
+    feature = Feature(request)
+    with feature.graph.use():
+        store = feature.store()
+        with store.open("r"):
+            _upstream_missing(store, feature)
+            inc = store.resolve_update(feature.cls)
+            new, stale, orphaned = (_native(f) for f in (inc.new, inc.stale, inc.orphaned))
+            summary = _summary(feature, store, new, stale, orphaned)
+    increment = pl.concat(
+        [new.with_columns(pl.lit("new").alias(STATUS_COLUMN)), stale.with_columns(pl.lit("stale").alias(STATUS_COLUMN))],
+        how="diagonal_relaxed",
+    )
+    increment.write_parquet(feature.path(INCREMENT_FILE))
+    return summary
+
+
+def validate_samples(feature: Feature, samples: pl.DataFrame) -> pl.DataFrame:
+    """Reject what Metaxy would store silently: missing columns, NULL provenance, duplicate ids."""
+    missing = [c for c in [*feature.id_columns, PROVENANCE] if c not in samples.columns]
+    if missing:
+        raise FeatureDataError(
+            f"{feature.key}: the samples lack column(s) {', '.join(missing)}",
+            "emit the id columns and a provenance value per field (FeatureJob.emit(frame, provenance={...}))",
+        )
+    for field in feature.fields:
+        null = samples.filter(pl.col(PROVENANCE).struct.field(field).is_null())
+        if null.height:
+            raise FeatureDataError(
+                f"{feature.key}: {null.height} sample(s) have no provenance for field {field!r}: {_ids(null, feature.id_columns)}",
+                "give every sample a value for every field (a file's size and mtime, or a content hash); "
+                "a NULL would make the sample stale forever",
+            )
+    null_ids = samples.filter(pl.any_horizontal(pl.col(c).is_null() for c in feature.id_columns))
+    if null_ids.height:
+        raise FeatureDataError(
+            f"{feature.key}: {null_ids.height} sample(s) have a NULL id column ({', '.join(feature.id_columns)})",
+            "every sample needs a complete id",
+        )
+    dups = samples.filter(pl.struct(feature.id_columns).is_duplicated()).unique(subset=feature.id_columns, maintain_order=True)
+    if dups.height:
+        raise FeatureDataError(
+            f"{feature.key}: duplicate ids in the samples: {_ids(dups, feature.id_columns)}",
+            "each id may appear once; deduplicate the listing (or add a column to id_columns)",
+        )
+    return samples
+
+
+def ingest(request: dict) -> dict:
+    """Root feature: the listing the workload emitted becomes the feature's metadata."""
+    feature = Feature(request)
+    parts = sorted(glob.glob(feature.path(SAMPLES_GLOB)))
+    if not parts:
+        raise FeatureDataError(
+            f"{feature.key}: the workload emitted no samples",
+            "call FeatureJob.emit(frame, provenance=...) in the workload (an empty frame for an empty source)",
+        )
+    samples = validate_samples(feature, pl.concat([pl.read_parquet(p) for p in parts], how="vertical_relaxed"))
+    with feature.graph.use():
+        store = feature.store()
+        with store.open("w"):
+            inc = store.resolve_update(feature.cls, samples=samples)
+            new, stale, orphaned = (_native(f) for f in (inc.new, inc.stale, inc.orphaned))
+            summary = _summary(feature, store, new, stale, orphaned)
+            changed = pl.concat([new, stale], how="diagonal_relaxed")
+            if changed.height:
+                store.write(feature.cls, changed, materialization_id=request.get("materialization_id"))
+            summary["deleted"] = _delete_orphans(store, feature, orphaned)
+    summary["processed"] = new.height + stale.height
+    summary["samples"] = samples.height
+    return summary
+
+
+def commit(request: dict) -> dict:
+    """After a downstream workload: count what it really recorded, then apply the orphan policy."""
+    feature = Feature(request)
+    increment = pl.read_parquet(feature.path(INCREMENT_FILE), columns=feature.id_columns)
+    with feature.graph.use():
+        store = feature.store()
+        with store.open("w"):
+            inc = store.resolve_update(feature.cls)
+            pending = pl.concat([_native(inc.new), _native(inc.stale)], how="diagonal_relaxed").select(feature.id_columns)
+            left = increment.join(pending, on=feature.id_columns, how="semi")
+            deleted = _delete_orphans(store, feature, _native(inc.orphaned))
+    return {
+        "feature": feature.key,
+        "processed": increment.height - left.height,
+        "unprocessed": left.height,
+        "unprocessed_examples": _keys(left.head(SHOWN_IDS), feature.id_columns),
+        "deleted": deleted,
+    }
+
+
+def check_output(feature: Feature, frame: pl.DataFrame) -> pl.DataFrame:
+    """A workload's results: the declared columns with their declared types, ids from the increment."""
+    schema = polars_schema(feature.spec)
+    missing = [c for c in [*feature.id_columns, *schema] if c not in frame.columns]
+    if missing:
+        raise FeatureDataError(
+            f"{feature.key}: the results lack column(s) {', '.join(missing)}",
+            f"return the id columns and every declared column ({', '.join(schema) or 'none declared'})",
+        )
+    try:
+        frame = frame.select([*feature.id_columns, *(pl.col(c).cast(t) for c, t in schema.items())])
+    except pl.exceptions.PolarsError as exc:
+        raise FeatureDataError(f"{feature.key}: a result column does not match its declared type: {exc}",
+                               "convert the values, or correct `columns:` in the feature's defs.yaml") from None
+    dups = frame.filter(pl.struct(feature.id_columns).is_duplicated())
+    if dups.height:
+        raise FeatureDataError(f"{feature.key}: duplicate ids in the results: {_ids(dups, feature.id_columns)}",
+                               "write each sample once")
+    return frame

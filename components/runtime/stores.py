@@ -1,0 +1,96 @@
+"""Open the metadata store a feature declares. Paths may use $VARS: they expand where the store is.
+
+Kinds:
+  delta       Delta Lake tables under `path` (local disk, shared filesystem, or s3://... with options)
+  duckdb      one DuckDB file at `path` (one writer process at a time)
+  postgres    a PostgreSQL database; the connection string comes from the variable `url_env`
+  clickhouse  a ClickHouse database; the connection string comes from the variable `url_env`
+  custom      any metaxy MetadataStore class by import path (`class`), with `options` as arguments
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+import metaxy as mx
+
+_CONFIGURED = False
+
+
+def configure() -> None:
+    # Metaxy warns on every call unless a global config exists; ours are per store, so set an empty one.
+    global _CONFIGURED
+    if not _CONFIGURED:
+        mx.MetaxyConfig.set(mx.MetaxyConfig(project="hpc"))
+        _CONFIGURED = True
+
+
+def expand(path: str) -> str:
+    return os.path.expanduser(os.path.expandvars(path))
+
+
+def _secret(config: dict, what: str) -> str:
+    name = config.get("url_env")
+    if not name:
+        raise ValueError(f"a {config['kind']} store needs url_env: the variable that holds the {what}")
+    value = os.environ.get(name)
+    if not value:
+        raise ValueError(f"${name} is not set: export the {what} of the {config['kind']} store (it is never written to files)")
+    return value
+
+
+def _offline_duckdb(path: str, **options: Any):
+    from metaxy.ext.duckdb import DuckDBMetadataStore
+    from metaxy._hashing import HashAlgorithm
+
+    class OfflineDuckDB(DuckDBMetadataStore):
+        """Metaxy always adds the community `hashfuncs` extension, which DuckDB downloads on open.
+
+        MD5 is built into DuckDB, so drop the extension and hash with MD5: it then works offline and
+        on compute nodes without internet.
+        """
+
+        def __init__(self, *args: Any, **kwargs: Any):
+            kwargs.setdefault("hash_algorithm", HashAlgorithm.MD5)
+            super().__init__(*args, **kwargs)
+            self.extensions = [e for e in self.extensions if e.name != "hashfuncs"]
+
+    return OfflineDuckDB(database=path, **options)
+
+
+def open_store(config: dict) -> mx.MetadataStore:
+    configure()
+    kind = config.get("kind", "delta")
+    options = dict(config.get("options") or {})
+    if kind == "delta":
+        from metaxy.ext.polars.handlers.delta import DeltaMetadataStore
+
+        return DeltaMetadataStore(root_path=expand(config["path"]), **options)
+    if kind == "duckdb":
+        path = expand(config["path"])
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        return _offline_duckdb(path, **options)
+    if kind == "postgres":
+        from metaxy.ext.postgresql import PostgreSQLMetadataStore  # type: ignore[import-not-found]
+
+        return PostgreSQLMetadataStore(connection_string=_secret(config, "connection string"), **options)
+    if kind == "clickhouse":
+        from metaxy.ext.clickhouse import ClickHouseMetadataStore  # type: ignore[import-not-found]
+
+        return ClickHouseMetadataStore(connection_string=_secret(config, "connection string"), **options)
+    if kind == "custom":
+        module, _, name = config["class"].rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        return cls(**options)
+    raise ValueError(f"unknown store kind {kind!r}")
+
+
+def describe(config: dict) -> str:
+    kind = config.get("kind", "delta")
+    if kind in ("delta", "duckdb"):
+        return f"{kind}:{config['path']}"
+    if kind == "custom":
+        return f"custom:{config['class']}"
+    return f"{kind}:${config.get('url_env')}"
