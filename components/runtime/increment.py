@@ -74,7 +74,16 @@ def _keys(frame: pl.DataFrame, id_columns: list[str]) -> list[str]:
 
 
 def _native(frame: Any) -> pl.DataFrame:
-    return frame.to_native() if hasattr(frame, "to_native") else frame
+    """Whatever the store's backend returns (Polars, Arrow, Ibis; lazy or not) as a Polars frame."""
+    if isinstance(frame, pl.DataFrame):
+        return frame
+    if isinstance(frame, pl.LazyFrame):
+        return frame.collect()
+    if not isinstance(frame, nw.DataFrame | nw.LazyFrame):
+        frame = nw.from_native(frame)
+    if isinstance(frame, nw.LazyFrame):
+        frame = frame.collect()
+    return frame.to_polars()
 
 
 def changed_fields(store, feature: Feature, stale: pl.DataFrame) -> tuple[dict[str, int], dict[str, list[str]]]:
@@ -82,7 +91,7 @@ def changed_fields(store, feature: Feature, stale: pl.DataFrame) -> tuple[dict[s
     if stale.is_empty():
         return {}, {}
     current = _native(
-        store.read(feature.cls, columns=[*feature.id_columns, PROVENANCE]).collect()
+        store.read(feature.cls, columns=[*feature.id_columns, PROVENANCE])
     ).rename({PROVENANCE: "_stored"})
     joined = stale.select([*feature.id_columns, PROVENANCE]).join(current, on=feature.id_columns, how="inner")
     counts: Counter[str] = Counter()

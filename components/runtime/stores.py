@@ -20,10 +20,11 @@ _CONFIGURED = False
 
 
 def configure() -> None:
-    # Metaxy warns on every call unless a global config exists; ours are per store, so set an empty one.
+    # Metaxy warns on every call unless a global config exists; stores are configured per feature here.
+    # Tables are created on first write, as an embedded store is expected to do.
     global _CONFIGURED
     if not _CONFIGURED:
-        mx.MetaxyConfig.set(mx.MetaxyConfig(project="hpc"))
+        mx.MetaxyConfig.set(mx.MetaxyConfig(project="hpc", auto_create_tables=True))
         _CONFIGURED = True
 
 
