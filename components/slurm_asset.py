@@ -127,36 +127,13 @@ class SlurmAssetScaffolder(dg.Scaffolder[ScaffoldParams]):
         dg.scaffold_component(request, attributes)
 
 
-@dg.scaffold_with(SlurmAssetScaffolder)
-class SlurmAssetComponent(dg.Component, dg.Resolvable, dg.Model):
-    """Assets computed by a workload script that runs locally or as a Slurm job on an HPC cluster.
+class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
+    """The attributes and hooks shared by components that run a workload locally or on Slurm.
 
-    The workload (under workloads/) reports logs, metadata and asset checks through Dagster Pipes.
-    The cluster comes from `cluster`, else $HPC_CLUSTER, else `local`; its profile in clusters/
-    turns `resources` into site-correct #SBATCH directives. Preview the job script with
-    `hpc render defs/<path> --cluster <name>`.
-
-    Examples:
-        .. code-block:: yaml
-
-            type: components.SlurmAssetComponent
-            attributes:
-              assets:
-                - key: features/embeddings
-              script: embed.py
-              resources: {gpus: 1, mem: 32G, time: "02:00:00"}
-              cluster: leonardo
+    Subclasses say which assets the job materializes (`asset_keys`) and build their definitions;
+    everything about where and how the workload runs lives here.
     """
 
-    assets: Annotated[
-        Sequence[dg.ResolvedAssetSpec],
-        _doc("Assets the workload materializes (key, deps, group_name, kinds, description, owners, tags, metadata).",
-             [{"key": "raw/numbers", "group_name": "examples"}]),
-    ]
-    checks: Annotated[
-        Sequence[dg.ResolvedAssetCheckSpec] | None,
-        _doc("Asset checks the workload reports with report_asset_check.", [{"name": "no_nulls", "asset": "raw/numbers"}]),
-    ] = None
     script: Annotated[str, _doc("Workload path relative to workloads/.", "draw_numbers.py", "preprocess/clean.sh")]
     args: Annotated[list[str | int | float], _doc("Arguments passed to the workload, each shell-quoted.", ["--rows", "1000"])] = []
     env: Annotated[
@@ -175,22 +152,25 @@ class SlurmAssetComponent(dg.Component, dg.Resolvable, dg.Model):
 
     # --- hooks -------------------------------------------------------------------------------
 
+    def asset_keys(self) -> list[dg.AssetKey]:
+        raise NotImplementedError
+
     @property
     def op_name(self) -> str:
         if self.name:
             return self.name
-        return "__".join(self.assets[0].key.path).replace("-", "_")
+        return "__".join(self.asset_keys()[0].path).replace("-", "_")
 
-    def get_job_spec(self, project_root: Path) -> JobSpec:
+    def get_job_spec(self, project_root: Path, extra_env: Sequence[tuple[str, str]] = ()) -> JobSpec:
         """Translate the YAML attributes into the core's job description."""
         res = self.resources
         return JobSpec(
             name=self.op_name,
-            assets=tuple(spec.key.to_user_string() for spec in self.assets),
+            assets=tuple(key.to_user_string() for key in self.asset_keys()),
             workload=self._workload_path(project_root),
             launcher=self.launcher,
             args=tuple(str(a) for a in self.args),
-            env=tuple((k, str(v)) for k, v in self.env.items()),
+            env=tuple((k, str(v)) for k, v in self.env.items()) + tuple(extra_env),
             forward_env=tuple(self.forward_env),
             resources=JobResources(
                 nodes=res.nodes,
@@ -214,14 +194,23 @@ class SlurmAssetComponent(dg.Component, dg.Resolvable, dg.Model):
         except ConfigError as exc:
             raise exc.at(Location(key="cluster")) if exc.location.file is None else exc
 
-    def plan(self, project_root: Path, cluster: str | None = None, *, strict: bool = False) -> JobPlan:
-        return plan_job(self.get_profile(project_root, cluster), self.get_job_spec(project_root), strict=strict)
+    def plan(self, project_root: Path, cluster: str | None = None, *, strict: bool = False,
+             extra_env: Sequence[tuple[str, str]] = ()) -> JobPlan:
+        return plan_job(self.get_profile(project_root, cluster), self.get_job_spec(project_root, extra_env), strict=strict)
 
     def render(self, project_root: Path, cluster: str | None = None, *, strict: bool = False) -> JobPlan:
         """Plan plus environment activation: what `hpc render` prints; connects to nothing."""
         profile = self.get_profile(project_root, cluster)
         runtime = environments.activation(profile, project_root) if profile.scheduler == "slurm" else None
         return plan_job(profile, self.get_job_spec(project_root), strict=strict, runtime=runtime)
+
+    def remote_policy(self) -> RemotePolicy:
+        return RemotePolicy(
+            queue_timeout_s=parse_time_s(self.submission.queue_timeout),
+            max_poll_interval_s=self.submission.max_poll_interval_s,
+            retry_states=tuple(self.submission.retry_states),
+            max_attempts=max(1, self.submission.max_attempts),
+        )
 
     def execute(
         self, context: dg.AssetExecutionContext, project_root: Path, plan: JobPlan
@@ -230,13 +219,7 @@ class SlurmAssetComponent(dg.Component, dg.Resolvable, dg.Model):
         for warning in plan.warnings:
             context.log.warning(warning)
         if plan.profile.scheduler == "slurm":
-            policy = RemotePolicy(
-                queue_timeout_s=parse_time_s(self.submission.queue_timeout),
-                max_poll_interval_s=self.submission.max_poll_interval_s,
-                retry_states=tuple(self.submission.retry_states),
-                max_attempts=max(1, self.submission.max_attempts),
-            )
-            yield from SlurmRun(context, plan, project_root, policy, self.op_name).execute()
+            yield from SlurmRun(context, plan, project_root, self.remote_policy(), self.op_name).execute()
             return
         context.log.info(f"running {plan.job.workload} locally ({plan.notes[0] if plan.notes else ''})")
         stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
@@ -285,6 +268,41 @@ class SlurmAssetComponent(dg.Component, dg.Resolvable, dg.Model):
                 location=Location(key="script"),
             )
         return raw
+
+
+
+@dg.scaffold_with(SlurmAssetScaffolder)
+class SlurmAssetComponent(WorkloadComponent):
+    """Assets computed by a workload script that runs locally or as a Slurm job on an HPC cluster.
+
+    The workload (under workloads/) reports logs, metadata and asset checks through Dagster Pipes.
+    The cluster comes from `cluster`, else $HPC_CLUSTER, else `local`; its profile in clusters/
+    turns `resources` into site-correct #SBATCH directives. Preview the job script with
+    `hpc render defs/<path> --cluster <name>`.
+
+    Examples:
+        .. code-block:: yaml
+
+            type: components.SlurmAssetComponent
+            attributes:
+              assets:
+                - key: features/embeddings
+              script: embed.py
+              resources: {gpus: 1, mem: 32G, time: "02:00:00"}
+              cluster: leonardo
+    """
+
+    assets: Annotated[
+        Sequence[dg.ResolvedAssetSpec],
+        _doc("Assets the workload materializes (key, deps, group_name, kinds, description, owners, tags, metadata).",
+             [{"key": "raw/numbers", "group_name": "examples"}]),
+    ]
+    checks: Annotated[
+        Sequence[dg.ResolvedAssetCheckSpec] | None,
+        _doc("Asset checks the workload reports with report_asset_check.", [{"name": "no_nulls", "asset": "raw/numbers"}]),
+    ] = None
+    def asset_keys(self) -> list[dg.AssetKey]:
+        return [spec.key for spec in self.assets]
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         project_root = Path(context.project_root)

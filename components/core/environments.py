@@ -100,3 +100,19 @@ def prepare(profile: ClusterProfile, project_root: Path, transport: Transport, b
             f"pixi-unpack environment.tar && echo {digest} > .hpc-ready",
             timeout=1800,
         )
+
+
+def login_command(profile: ClusterProfile, project_root: Path, base_dir: str, argv: list[str]) -> str:
+    """A command line that runs `python argv...` on the login node inside the job's environment."""
+    env = profile.environment
+    runtime = activation(profile, project_root, base_dir)
+    lines: list[str] = []
+    if env.module_purge or env.modules:
+        lines.append("command -v module >/dev/null 2>&1 || source /etc/profile")
+    if env.module_purge:
+        lines.append("module purge")
+    lines += [f"module load {shell.check_module_name(m)}" for m in env.modules]
+    lines += [*env.setup, *runtime.setup]
+    python = runtime.python or env.python
+    command = " ".join([*runtime.launch_prefix, shell.quote(python), *(shell.quote(a) for a in argv)])
+    return "; ".join([*lines, command])

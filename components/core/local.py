@@ -21,6 +21,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from components.core.render import RUNTIME_DIR, RUNTIME_PACKAGE
+
 STDERR_TAIL_LINES = 40
 KEEP_JOB_DIRS_ENV = "HPC_KEEP_JOB_DIRS"
 
@@ -77,6 +79,7 @@ def run_script(
     script_path.write_text(script, encoding="utf-8")
     script_path.chmod(0o700)
     (job_dir / "workloads").symlink_to(workloads_dir.resolve(), target_is_directory=True)
+    (job_dir / RUNTIME_PACKAGE).symlink_to(RUNTIME_DIR, target_is_directory=True)
 
     tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
     # Pipes flags one of its own internals as a preview feature; the warning means nothing to users.

@@ -27,7 +27,7 @@ import dagster as dg
 from components.core import environments
 from components.core.local import STDERR_TAIL_LINES, unreported_checks
 from components.core.metrics import job_metrics
-from components.core.render import JobPlan, plan_job, render_script
+from components.core.render import RUNTIME_DIR, RUNTIME_PACKAGE, JobPlan, plan_job, render_script
 from components.core.shell import quote_path
 from components.core.scheduler import ACTIVE, FAILURE_CAUSES, SUCCESS, SlurmClient, SubmissionError
 from components.core.ssh import Transport, target_for, transport_for
@@ -155,11 +155,17 @@ class RemoteFileMessageReader(dg.PipesMessageReader):
         return f"Pipes messages are read from {self.messages_path} on the cluster."
 
 
-def _workloads_tar(workloads_dir: Path) -> bytes:
+def pack(entries: dict[str, Path]) -> bytes:
+    """A gzipped tar of directories, each under its name in the archive; caches left out."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        tar.add(workloads_dir, arcname="workloads", filter=lambda ti: None if "__pycache__" in ti.name else ti)
+        for arcname, path in entries.items():
+            tar.add(path, arcname=arcname, filter=lambda ti: None if "__pycache__" in ti.name else ti)
     return buf.getvalue()
+
+
+def _workloads_tar(workloads_dir: Path) -> bytes:
+    return pack({"workloads": workloads_dir, RUNTIME_PACKAGE: RUNTIME_DIR})
 
 
 class SlurmRun:

@@ -24,6 +24,10 @@ from components.core.units import format_mem, format_time
 
 Launcher = Literal["python", "bash"]
 WORKLOADS_DIR = "workloads"
+# Helpers for workloads (components/runtime) travel into every job directory under this name and
+# are on the job's PYTHONPATH: `from hpc_runtime.job import FeatureJob`.
+RUNTIME_PACKAGE = "hpc_runtime"
+RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,8 @@ umask 077
 
 # Leonardo compute nodes have no internet: models and datasets must be staged beforehand.
 export HPC_DATA_DIR="${WORK}"/dagster-hpc/data
+# The job directory holds hpc_runtime, the helpers workloads import.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1
 export TRANSFORMERS_OFFLINE=1
 export WANDB_MODE=offline

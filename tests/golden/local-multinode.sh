@@ -8,6 +8,8 @@ set -euo pipefail
 umask 077
 
 export HPC_DATA_DIR=<project>/.hpc/data
+# The job directory holds hpc_runtime, the helpers workloads import.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_NUM_THREADS=2
 # Passed from the orchestrator's environment at run time, never written here: HF_TOKEN
 

@@ -35,6 +35,8 @@ umask 077
 # MUSICA exports the submitting shell's environment (--export=ALL): drop a leaked virtualenv.
 unset VIRTUAL_ENV PYTHONHOME
 export HPC_DATA_DIR="${DATA}"/dagster-hpc/data
+# The job directory holds hpc_runtime, the helpers workloads import.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_NUM_THREADS=2
 # Passed from the orchestrator's environment at run time, never written here: HF_TOKEN
 

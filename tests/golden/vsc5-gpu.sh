@@ -38,6 +38,8 @@ command -v module >/dev/null 2>&1 || source /etc/profile
 module purge
 
 export HPC_DATA_DIR="${DATA}"/dagster-hpc/data
+# The job directory holds hpc_runtime, the helpers workloads import.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_NUM_THREADS=2
 # Passed from the orchestrator's environment at run time, never written here: HF_TOKEN
 
