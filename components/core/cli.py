@@ -30,7 +30,7 @@ def _project_root(start: Path) -> Path:
 def _load_component(project_root: Path, target: str):
     import dagster as dg
 
-    from components.slurm_asset import SlurmAssetComponent
+    from components.slurm_asset import WorkloadComponent
 
     path = Path(target)
     if path.name == "defs.yaml":
@@ -48,10 +48,10 @@ def _load_component(project_root: Path, target: str):
         )
     tree = dg.ComponentTree.for_project(project_root)
     component = tree.load_component(relative)
-    if not isinstance(component, SlurmAssetComponent):
+    if not isinstance(component, WorkloadComponent):
         raise ConfigError(
-            f"defs/{relative} is a {type(component).__name__}, not a SlurmAssetComponent",
-            fix="point hpc render at a SlurmAssetComponent instance",
+            f"defs/{relative} is a {type(component).__name__}, not a component that runs a workload",
+            fix="point hpc render at a SlurmAssetComponent or MetaxyFeatureComponent instance",
         )
     return component
 

@@ -40,8 +40,11 @@ class LocalSteps:
         staging.chmod(0o700)
         self.staging = str(staging.resolve())
 
-    def run(self, step: str, request: dict) -> dict:
+    def stage(self, request: dict) -> None:
         (self.staging_path / REQUEST_FILE).write_text(json.dumps(request), encoding="utf-8")
+
+    def run(self, step: str, request: dict) -> dict:
+        self.stage(request)
         try:
             return {"resolve": increment.resolve, "ingest": increment.ingest, "commit": increment.commit}[step](request)
         except increment.FeatureDataError as exc:
@@ -68,8 +71,11 @@ class RemoteSteps:
     def request_path(self) -> str:
         return f"{self.staging}/{REQUEST_FILE}"
 
-    def run(self, step: str, request: dict) -> dict:
+    def stage(self, request: dict) -> None:
         self.transport.put(json.dumps(request).encode(), self.request_path)
+
+    def run(self, step: str, request: dict) -> dict:
+        self.stage(request)
         command = environments.login_command(
             self.profile, self.project_root, self.base_dir, ["-m", RUNTIME_PACKAGE, step, self.request_path]
         )

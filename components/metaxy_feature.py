@@ -1,0 +1,273 @@
+"""MetaxyFeatureComponent: a Metaxy feature declared in YAML whose workload sees only what changed.
+
+A root feature (no deps) runs a workload that lists samples with a provenance value per field;
+a downstream feature runs its workload on the new and stale samples only, locally or as a Slurm
+job, and writes results through Metaxy. Metaxy decides staleness per field: a sample is stale for
+a field only when the upstream fields that field depends on changed.
+
+The graph of all features under defs/ is validated at load time (core.features); the Metaxy steps
+run where the store is (core.feature_steps); the workload runs through WorkloadComponent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import dagster as dg
+
+from components.core import environments
+from components.core.errors import ConfigError, Location
+from components.core.feature_steps import LocalSteps, RemoteSteps
+from components.core.features import FeatureDecl, FeatureGraph, scan, validate
+from components.core.profiles import ClusterProfile, load_profile, resolve_cluster_name
+from components.core.remote import SlurmRun
+from components.runtime.job import REQUEST_ENV
+from components.slurm_asset import CLUSTERS_DIR, WorkloadComponent, _doc, _line_map, _placed
+
+DEFS_DIR = "defs"
+LOCAL_STAGING_DIR = ".hpc/staging"
+STORE_SUBDIR = "metaxy"
+
+
+class FieldDepModel(dg.Resolvable, dg.Model):
+    feature: Annotated[str, _doc("Upstream feature key; must be listed in the feature's deps.", "media/sample")]
+    fields: Annotated[list[str], _doc("Fields of that feature this field reads.", ["audio"])]
+
+
+class FieldModel(dg.Resolvable, dg.Model):
+    key: Annotated[str, _doc("Field name.", "transcript")]
+    code_version: Annotated[str | int, _doc("Bump when the code computing this field changes: every sample is recomputed.", "1", "2")] = "1"
+    deps: Annotated[
+        list[FieldDepModel] | None,
+        _doc("Upstream fields this field depends on; omitted: every field of every upstream feature.",
+             [{"feature": "media/sample", "fields": ["audio"]}]),
+    ] = None
+
+
+class LineageModel(dg.Resolvable, dg.Model):
+    type: Annotated[Literal["identity", "aggregation", "expansion"], _doc("1:1, N:1 or 1:N between upstream and this feature.", "identity")] = "identity"
+    on: Annotated[list[str] | None, _doc("Columns to group by (aggregation) or expand from (expansion).", ["video_id"])] = None
+
+
+class FeatureDepModel(dg.Resolvable, dg.Model):
+    feature: Annotated[str, _doc("Upstream feature key.", "media/sample")]
+    select: Annotated[list[str] | None, _doc("Upstream columns to keep (after rename); default all.", ["path"])] = None
+    rename: Annotated[dict[str, str] | None, _doc("Rename upstream columns, old: new.", {"path": "source_path"})] = None
+    filters: Annotated[list[str] | None, _doc("SQL-like filters on upstream rows.", ["size > 0"])] = None
+    lineage: Annotated[LineageModel | None, _doc("Cardinality between upstream and this feature.")] = None
+    optional: Annotated[bool, _doc("Compute samples even when this upstream has no matching row.")] = False
+
+
+class StoreModel(dg.Resolvable, dg.Model):
+    kind: Annotated[
+        Literal["delta", "duckdb", "postgres", "clickhouse", "custom"],
+        _doc("Store backend. delta (default): many writers at once, no server.", "delta", "duckdb"),
+    ] = "delta"
+    path: Annotated[str | None, _doc("delta/duckdb: directory or file; $VARS expand where the store is; relative paths are under the project.", "$SCRATCH/metaxy")] = None
+    url_env: Annotated[str | None, _doc("postgres/clickhouse: variable holding the connection string (a secret, never written).", "METAXY_PG_URL")] = None
+    class_path: Annotated[str | None, _doc("custom: import path of a metaxy MetadataStore class.", "metaxy.ext.lancedb.LanceDBMetadataStore")] = None
+    options: Annotated[dict[str, Any], _doc("Extra constructor arguments of the store class.", {"layout": "flat"})] = {}
+
+
+class MetaxyFeatureComponent(WorkloadComponent):
+    """A Metaxy feature as an asset: only new and stale samples are computed, per field.
+
+    Examples:
+        .. code-block:: yaml
+
+            type: components.MetaxyFeatureComponent
+            attributes:
+              feature: media/transcript
+              id_columns: [sample_id]
+              columns: {text: str}
+              deps: [{feature: media/sample}]
+              fields:
+                - key: text
+                  deps: [{feature: media/sample, fields: [audio]}]
+              script: transcribe.py
+              cluster: leonardo
+    """
+
+    feature: Annotated[str, _doc("Feature key, also the asset key: words joined by '/'.", "media/crop")]
+    id_columns: Annotated[list[str], _doc("Columns that identify a sample.", ["sample_id"])]
+    fields: Annotated[list[FieldModel], _doc("Fields tracked separately for staleness.", [{"key": "default"}])] = [FieldModel(key="default")]
+    columns: Annotated[dict[str, str], _doc("Data columns and their types (str, int, float, bool, date, datetime, bytes, list[str], ...).", {"path": "str"})] = {}
+    deps: Annotated[list[FeatureDepModel], _doc("Upstream features; none makes this a root feature whose workload lists samples.", [{"feature": "media/sample"}])] = []
+    description: Annotated[str | None, _doc("Shown in the Dagster UI.")] = None
+    store: Annotated[StoreModel | None, _doc("Metadata store; default a Delta store in the cluster's data_dir/metaxy.")] = None
+    orphans: Annotated[Literal["keep", "delete"], _doc("What to do with stored samples whose source is gone.", "keep", "delete")] = "keep"
+    require_all: Annotated[bool, _doc("Fail the step when the workload leaves samples of the increment unwritten.")] = True
+    group_name: Annotated[str | None, _doc("Asset group.", "media")] = None
+    owners: Annotated[list[str], _doc("Asset owners.", ["team:research-data"])] = []
+    tags: Annotated[dict[str, str], _doc("Asset tags.", {"domain": "media"})] = {}
+
+    # --- hooks -------------------------------------------------------------------------------
+
+    def asset_keys(self) -> list[dg.AssetKey]:
+        return [dg.AssetKey(self.feature.split("/"))]
+
+    def declaration(self, defs_file: Path) -> FeatureDecl:
+        attributes = self.model_dump(
+            include={"feature", "id_columns", "fields", "columns", "deps", "description", "store", "cluster"},
+            by_alias=True,
+        )
+        for dep in attributes["deps"]:
+            for name in ("select", "rename", "filters", "lineage"):
+                if dep.get(name) is None:
+                    dep.pop(name, None)
+        return FeatureDecl(key=self.feature, attributes=attributes, file=defs_file, lines=_line_map(defs_file))
+
+    def store_config(self, profile: ClusterProfile, project_root: Path, store: dict | None = None) -> dict:
+        """The store as the runtime opens it; relative local paths anchor at the project root."""
+        raw = store if store is not None else (self.store.model_dump() if self.store else None)
+        if not raw:
+            base = profile.paths.effective_data_dir().rstrip("/")
+            raw = {"kind": "delta", "path": f"{base}/{STORE_SUBDIR}"}
+        config = {k: v for k, v in raw.items() if v not in (None, {}) and k != "class_path"}
+        if raw.get("class_path"):
+            config["class"] = raw["class_path"]
+        kind = config.setdefault("kind", "delta")
+        if kind in ("delta", "duckdb"):
+            if not config.get("path"):
+                raise ConfigError(f"a {kind} store needs a path", fix="set store.path", location=Location(key="store.path"))
+            path = config["path"]
+            if profile.scheduler == "local" and not path.startswith(("/", "$", "~")) and "://" not in path:
+                config["path"] = str((project_root / path).resolve())
+        elif kind in ("postgres", "clickhouse") and not config.get("url_env"):
+            raise ConfigError(f"a {kind} store needs url_env", fix="name the variable that holds the connection string",
+                              location=Location(key="store.url_env"))
+        elif kind == "custom" and not config.get("class"):
+            raise ConfigError("a custom store needs class_path", fix="give the import path of the store class",
+                              location=Location(key="store.class_path"))
+        return config
+
+    def _check_stores(self, graph: FeatureGraph, project_root: Path, profile: ClusterProfile, mine: dict) -> None:
+        for decl in graph.lineage(self.feature)[:-1]:
+            cluster = decl.attributes.get("cluster")
+            other_profile = load_profile(resolve_cluster_name(cluster), project_root / CLUSTERS_DIR) if cluster != self.cluster else profile
+            theirs = self.store_config(other_profile, project_root, decl.attributes.get("store"))
+            if theirs != mine:
+                raise ConfigError(
+                    f"upstream feature {decl.key} uses store {theirs} but this feature uses {mine}",
+                    fix="features that depend on each other must share one store: set the same store (or cluster) on both",
+                    location=Location(key="store"),
+                )
+
+    def request(self, graph: FeatureGraph, store: dict, staging: str, run_id: str) -> dict:
+        return {
+            "target": self.feature,
+            "specs": [decl.spec() for decl in graph.lineage(self.feature)],
+            "store": store,
+            "staging": staging,
+            "orphans": self.orphans,
+            "materialization_id": run_id,
+        }
+
+    # --- execution ---------------------------------------------------------------------------
+
+    def _steps(self, context: dg.AssetExecutionContext, project_root: Path, profile: ClusterProfile):
+        run_id = context.run.run_id
+        if profile.scheduler != "slurm":
+            return LocalSteps(project_root / LOCAL_STAGING_DIR / run_id / self.op_name)
+        run = SlurmRun(context, self.plan(project_root), project_root, self.remote_policy(), self.op_name)
+        base = run.base_dir()
+        # The job's environment runs the steps on the login node, so it must exist first.
+        environments.prepare(profile, project_root, run.transport, base)
+        return RemoteSteps(run.transport, profile, project_root, base, f"{base}/jobs/{run_id}/{self.op_name}.metaxy")
+
+    def materialize(self, context: dg.AssetExecutionContext, project_root: Path, graph: FeatureGraph) -> Iterator:
+        profile = self.get_profile(project_root)
+        store = self.store_config(profile, project_root)
+        steps = self._steps(context, project_root, profile)
+        request = self.request(graph, store, steps.staging, context.run.run_id)
+        is_root = not self.deps
+        counts: dict[str, Any] = {}
+        if not is_root:
+            counts = steps.run("resolve", request)
+            _log_counts(context, counts)
+            if counts["new"] + counts["stale"] == 0:
+                if counts["orphaned"] and self.orphans == "delete":
+                    counts["deleted"] = steps.run("commit", request)["deleted"]
+                context.log.info(f"{self.feature}: nothing to compute; no workload started, no job submitted")
+                steps.cleanup()
+                yield dg.MaterializeResult(asset_key=self.asset_keys()[0], metadata=_metadata({**counts, "processed": 0, "job": "none: nothing to do"}))
+                return
+        steps.stage(request)
+        plan = self.plan(project_root, strict=True, extra_env=[(REQUEST_ENV, steps.request_path)])
+        results = list(self.execute(context, project_root, plan))
+        if is_root:
+            counts = steps.run("ingest", request)
+            _log_counts(context, counts)
+        else:
+            after = steps.run("commit", request)
+            counts.update(processed=after["processed"], unprocessed=after["unprocessed"], deleted=after["deleted"])
+            if after["unprocessed"] and self.require_all:
+                raise dg.Failure(
+                    f"{self.feature}: the workload wrote {after['processed']} of {counts['new'] + counts['stale']} samples; "
+                    f"not written: {', '.join(after['unprocessed_examples'])}\n"
+                    "  fix: write every sample of job.samples() (or set require_all: false to accept partial runs)"
+                )
+        context.log.info(f"{self.feature}: processed {counts['processed']} sample(s)")
+        steps.cleanup()
+        key = self.asset_keys()[0]
+        for result in results:
+            if isinstance(result, dg.MaterializeResult) and result.asset_key in (None, key):
+                yield dg.MaterializeResult(asset_key=key, metadata={**(result.metadata or {}), **_metadata(counts)},
+                                           data_version=result.data_version)
+            else:
+                yield result
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        project_root = Path(context.project_root)
+        defs_file = Path(context.path) / "defs.yaml"
+        try:
+            graph = validate(scan(project_root / DEFS_DIR), self.declaration(defs_file))
+            plan = self.plan(project_root)
+            self._check_stores(graph, project_root, plan.profile, self.store_config(plan.profile, project_root))
+        except (ConfigError, ValueError) as exc:
+            raise _placed(exc, defs_file) from None
+
+        upstream = [dg.AssetKey(dep.feature.split("/")) for dep in self.deps]
+        spec = dg.AssetSpec(
+            key=self.asset_keys()[0],
+            deps=upstream,  # Metaxy's own Dagster helper does not order steps; these do.
+            description=self.description,
+            group_name=self.group_name,
+            owners=self.owners,
+            tags=self.tags,
+            kinds={"metaxy", "slurm" if plan.profile.scheduler == "slurm" else "python"},
+            metadata={"metaxy/feature": self.feature, "metaxy/fields": ", ".join(f.key for f in self.fields)},
+        )
+
+        @dg.multi_asset(name=self.op_name, specs=[spec], op_tags={"hpc/cluster": plan.profile.name},
+                        description=f"Metaxy feature {self.feature}, computed by {plan.job.workload}")
+        def _feature(context):  # unannotated: string annotations confuse dagster's check
+            yield from self.materialize(context, project_root, graph)
+
+        return dg.Definitions(assets=[_feature])
+
+
+def _log_counts(context: dg.AssetExecutionContext, counts: dict) -> None:
+    parts = [f"{counts['new']} new", f"{counts['stale']} stale", f"{counts['orphaned']} orphaned"]
+    message = f"{counts['feature']} in {counts['store']}: " + ", ".join(parts)
+    for field, n in counts.get("stale_fields", {}).items():
+        message += f"\n  field {field!r} changed for {n} sample(s): {', '.join(counts['stale_examples'][field])}"
+    if counts.get("orphan_examples"):
+        message += f"\n  orphaned: {', '.join(counts['orphan_examples'])}"
+    context.log.info(message)
+
+
+def _metadata(counts: dict) -> dict[str, dg.MetadataValue]:
+    out: dict[str, dg.MetadataValue] = {}
+    for name in ("new", "stale", "orphaned", "processed", "unprocessed", "deleted", "samples"):
+        if name in counts:
+            out[name] = dg.MetadataValue.int(int(counts[name]))
+    if "stale_fields" in counts:
+        out["stale_fields"] = dg.MetadataValue.json(counts["stale_fields"])
+    for name in ("store", "job"):
+        if name in counts:
+            out[name] = dg.MetadataValue.text(str(counts[name]))
+    return out
