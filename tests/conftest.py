@@ -81,3 +81,39 @@ def materialize(project: Path, keys: list[str], monkeypatch, tags: dict | None =
         tags=tags or {},
     )
     return result, instance
+
+
+def edit(project, rel, old, new):
+    path = project / rel
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {rel}"
+    path.write_text(text.replace(old, new, 1))
+    return text.replace(old, new, 1).splitlines()
+
+
+def line_of(lines, needle):
+    return next(i for i, line in enumerate(lines, 1) if needle in line)
+
+
+def build(project):
+    import sys
+
+    import dagster as dg
+
+    sys.path.insert(0, str(project))
+    try:
+        for name in [m for m in sys.modules if m == "defs" or m.startswith("defs.")]:
+            del sys.modules[name]
+        return dg.ComponentTree.for_project(project).build_defs()
+    finally:
+        sys.path.remove(str(project))
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    while True:
+        if exc.__cause__ is not None:
+            exc = exc.__cause__
+        elif exc.__context__ is not None and not exc.__suppress_context__:
+            exc = exc.__context__
+        else:
+            return exc

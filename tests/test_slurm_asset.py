@@ -7,21 +7,9 @@ import re
 
 import pytest
 
-from tests.conftest import ROOT, run_dg
+from tests.conftest import ROOT, build as _build, edit as _edit, line_of as _line, root_cause as _root_cause, run_dg
 
 NUMBERS = "defs/numbers/defs.yaml"
-
-
-def _edit(project, rel, old, new):
-    path = project / rel
-    text = path.read_text()
-    assert old in text, f"{old!r} not in {rel}"
-    path.write_text(text.replace(old, new, 1))
-    return text.replace(old, new, 1).splitlines()
-
-
-def _line(lines, needle):
-    return next(i for i, line in enumerate(lines, 1) if needle in line)
 
 
 def test_dg_check_defs_passes_on_the_repository():
@@ -127,27 +115,3 @@ def test_scaffolder_takes_launcher_and_cluster(project):
     text = (project / "defs" / "shell_step" / "defs.yaml").read_text()
     assert "launcher: bash" in text and "cluster: leonardo" in text and "script: shell_step.sh" in text
     assert (project / "workloads" / "shell_step.sh").read_text().startswith("#!/bin/bash")
-
-
-def _build(project):
-    import sys
-
-    import dagster as dg
-
-    sys.path.insert(0, str(project))
-    try:
-        for name in [m for m in sys.modules if m == "defs" or m.startswith("defs.")]:
-            del sys.modules[name]
-        return dg.ComponentTree.for_project(project).build_defs()
-    finally:
-        sys.path.remove(str(project))
-
-
-def _root_cause(exc: BaseException) -> BaseException:
-    while True:
-        if exc.__cause__ is not None:
-            exc = exc.__cause__
-        elif exc.__context__ is not None and not exc.__suppress_context__:
-            exc = exc.__context__
-        else:
-            return exc

@@ -29,7 +29,7 @@ class FeatureDataError(Exception):
     """Data that must not reach the store; the message names the offending ids and what to do."""
 
     def __init__(self, problem: str, fix: str):
-        super().__init__(problem)
+        super().__init__(f"{problem}\n  fix: {fix}")
         self.problem, self.fix = problem, fix
 
 
@@ -231,7 +231,7 @@ def commit(request: dict) -> dict:
     }
 
 
-def check_output(feature: Feature, frame: pl.DataFrame) -> pl.DataFrame:
+def check_output(feature: Feature, frame: pl.DataFrame, *, unique: bool = True) -> pl.DataFrame:
     """A workload's results: the declared columns with their declared types, ids from the increment."""
     schema = polars_schema(feature.spec)
     missing = [c for c in [*feature.id_columns, *schema] if c not in frame.columns]
@@ -245,7 +245,7 @@ def check_output(feature: Feature, frame: pl.DataFrame) -> pl.DataFrame:
     except pl.exceptions.PolarsError as exc:
         raise FeatureDataError(f"{feature.key}: a result column does not match its declared type: {exc}",
                                "convert the values, or correct `columns:` in the feature's defs.yaml") from None
-    dups = frame.filter(pl.struct(feature.id_columns).is_duplicated())
+    dups = frame.filter(pl.struct(feature.id_columns).is_duplicated()) if unique else frame.clear()
     if dups.height:
         raise FeatureDataError(f"{feature.key}: duplicate ids in the results: {_ids(dups, feature.id_columns)}",
                                "write each sample once")

@@ -109,8 +109,8 @@ class FeatureJob:
         if absent:
             raise FeatureDataError(f"{self.key}: provenance column(s) {', '.join(absent)} are not in the frame",
                                    "add them to the frame you emit")
-        keep = check_output(self.feature, frame) if frame.height else frame.select(
-            [*self.id_columns, *(c for c in self.feature.spec.get("columns", {}) if c in frame.columns)])
+        # Duplicates and NULLs are judged on the whole listing (all tasks) when it is ingested.
+        keep = check_output(self.feature, frame, unique=False)
         struct = frame.select(pl.struct([pl.col(col).cast(pl.String).alias(field) for field, col in provenance.items()]).alias(PROVENANCE))
         out = pl.concat([keep, struct], how="horizontal")
         rank, _ = _task()

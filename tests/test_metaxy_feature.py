@@ -1,0 +1,140 @@
+"""MetaxyFeatureComponent end to end on a real Delta store on disk: the five rounds of the issue.
+
+The example pipeline in defs/media runs in a throw-away copy of the project; the clips are edited
+between rounds and the counts come from the materializations Dagster recorded.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import dagster as dg
+import pytest
+
+from tests.conftest import edit, materialize
+
+MEDIA = ["media/sample", "media/crop", "media/transcript"]
+
+
+def _counts(result, key: str) -> dict:
+    events = [e for e in result.get_asset_materialization_events()
+              if e.asset_key == dg.AssetKey.from_user_string(key)]
+    assert len(events) == 1, f"{key}: {len(events)} materializations"
+    return {name: value.value for name, value in events[0].materialization.metadata.items()}
+
+
+def _run(project, monkeypatch, keys=MEDIA):
+    result, _ = materialize(project, keys, monkeypatch)
+    assert result.success, [e.event_specific_data.error.message for e in result.all_events if e.is_step_failure]
+    return {key: _counts(result, key) for key in keys}
+
+
+def _pick(counts: dict, *names: str) -> tuple:
+    return tuple(counts.get(n) for n in names)
+
+
+@pytest.fixture
+def clips(project):
+    return project / "workloads" / "example_media"
+
+
+def test_five_rounds_recompute_only_new_stale_and_dependent_fields(project, clips, monkeypatch):
+    # Round 1: three clips, all new everywhere.
+    r1 = _run(project, monkeypatch)
+    for key in MEDIA:
+        assert _pick(r1[key], "new", "stale", "orphaned", "processed") == (3, 0, 0, 3), (key, r1[key])
+
+    # Round 2: one changed (frames of clip-a), one added (clip-d), one removed (clip-c).
+    (clips / "clip-a" / "frames.txt").write_text("frame-1-a edited\n")
+    shutil.copytree(clips / "clip-b", clips / "clip-d")
+    (clips / "clip-d" / "audio.txt").write_text("new clip d\n")
+    shutil.rmtree(clips / "clip-c")
+    r2 = _run(project, monkeypatch)
+    assert _pick(r2["media/sample"], "new", "stale", "orphaned", "processed") == (1, 1, 1, 2)
+    assert r2["media/sample"]["stale_fields"] == {"frames": 1}
+    assert _pick(r2["media/crop"], "new", "stale", "orphaned", "processed") == (1, 1, 1, 2)
+    assert r2["media/crop"]["stale_fields"] == {"image": 1}
+    # The transcript reads only audio: clip-a's new frames do not make it stale.
+    assert _pick(r2["media/transcript"], "new", "stale", "orphaned", "processed") == (1, 0, 1, 1)
+    assert r2["media/crop"]["deleted"] == 1  # orphans: delete
+
+    # Round 3: no change; downstream features start no workload at all.
+    jobs_before = set((project / ".hpc" / "jobs").iterdir())
+    r3 = _run(project, monkeypatch)
+    for key in MEDIA:
+        assert _pick(r3[key], "new", "stale", "orphaned", "processed") == (0, 0, 0, 0), (key, r3[key])
+    for key in ("media/crop", "media/transcript"):
+        assert r3[key]["job"] == "none: nothing to do"
+    new_dirs = set((project / ".hpc" / "jobs").iterdir()) - jobs_before
+    assert not any("crop" in d.name or "transcript" in d.name for d in new_dirs)
+
+    # Round 4: change one upstream field (audio of clip-b): only the transcript is stale.
+    (clips / "clip-b" / "audio.txt").write_text("re-recorded\n")
+    r4 = _run(project, monkeypatch)
+    assert _pick(r4["media/sample"], "new", "stale", "processed") == (0, 1, 1)
+    assert r4["media/sample"]["stale_fields"] == {"audio": 1}
+    assert _pick(r4["media/crop"], "new", "stale", "processed") == (0, 0, 0)
+    assert _pick(r4["media/transcript"], "new", "stale", "processed") == (0, 1, 1)
+    assert r4["media/transcript"]["stale_fields"] == {"text": 1}
+
+    # Round 5: a code_version bump re-processes every sample of that feature, and only that one.
+    edit(project, "defs/media/crop/defs.yaml", '      code_version: "1"', '      code_version: "2"')
+    r5 = _run(project, monkeypatch)
+    assert r5["media/crop"]["processed"] == 3
+    assert r5["media/transcript"]["processed"] == 0
+
+
+def test_a_workload_that_skips_samples_fails_the_step_and_names_them(project, monkeypatch):
+    edit(project, "workloads/crop_frames.py", "        samples = job.samples()",
+         "        samples = job.samples().filter(pl.col('sample_id') != 'clip-b')")
+    result, _ = materialize(project, MEDIA[:2], monkeypatch)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    text = failure.event_specific_data.error.message
+    assert "wrote 2 of 3 samples" in text and "clip-b" in text
+
+
+def test_results_outside_the_increment_are_refused_before_writing(project, monkeypatch):
+    edit(project, "workloads/crop_frames.py", '        job.write(samples.select("sample_id")',
+         '        job.write(samples.select((pl.col("sample_id") + "-intruder").alias("sample_id"))')
+    result, _ = materialize(project, MEDIA[:2], monkeypatch)
+    assert not result.success
+    logs = "\n".join(e.event_specific_data.error.message for e in result.all_events if e.is_step_failure)
+    assert "not in this run's increment" in logs and "intruder" in logs
+
+
+def test_duplicate_ids_from_the_listing_are_rejected_with_the_ids(project, monkeypatch):
+    edit(project, "workloads/list_media.py", "        job = FeatureJob.from_env()",
+         "        frame = pl.concat([frame, frame.head(1)])\n        job = FeatureJob.from_env()")
+    result, _ = materialize(project, MEDIA[:1], monkeypatch)
+    assert not result.success
+    text = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error.message
+    assert "duplicate ids" in text and "clip-a" in text and "nothing was written" in text
+    assert not (project / ".hpc" / "data" / "metaxy").exists() or not any((project / ".hpc" / "data" / "metaxy").rglob("*.parquet"))
+
+
+def test_null_provenance_is_rejected_with_the_ids(project, monkeypatch):
+    edit(project, "workloads/list_media.py", "        job = FeatureJob.from_env()",
+         "        frame = frame.with_columns(audio_sig=pl.when(pl.col('sample_id') == 'clip-b')"
+         ".then(None).otherwise(pl.col('audio_sig')))\n        job = FeatureJob.from_env()")
+    result, _ = materialize(project, MEDIA[:1], monkeypatch)
+    assert not result.success
+    text = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error.message
+    assert "no provenance for field 'audio'" in text and "clip-b" in text
+
+
+def test_downstream_before_its_upstream_says_what_to_materialize(project, monkeypatch):
+    result, _ = materialize(project, ["media/crop"], monkeypatch)
+    assert not result.success
+    text = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error.message
+    assert "media/sample has no metadata" in text and "materialize media/sample first" in text
+
+
+def test_asset_dependencies_follow_feature_dependencies(project, monkeypatch):
+    from tests.conftest import build
+
+    defs = build(project)
+    graph = defs.resolve_asset_graph()
+    crop = graph.get(dg.AssetKey(["media", "crop"]))
+    assert crop.parent_keys == {dg.AssetKey(["media", "sample"])}
+    assert "metaxy" in crop.kinds
