@@ -120,35 +120,15 @@ class MetaxyFeatureComponent(WorkloadComponent):
                     dep.pop(name, None)
         return FeatureDecl(key=self.feature, attributes=attributes, file=defs_file, lines=_line_map(defs_file))
 
-    def store_config(self, profile: ClusterProfile, project_root: Path, store: dict | None = None) -> dict:
+    def store_config(self, profile: ClusterProfile, project_root: Path) -> dict:
         """The store as the runtime opens it; relative local paths anchor at the project root."""
-        raw = store if store is not None else (self.store.model_dump() if self.store else None)
-        if not raw:
-            base = profile.paths.effective_data_dir().rstrip("/")
-            raw = {"kind": "delta", "path": f"{base}/{STORE_SUBDIR}"}
-        config = {k: v for k, v in raw.items() if v not in (None, {}) and k != "class_path"}
-        if raw.get("class_path"):
-            config["class"] = raw["class_path"]
-        kind = config.setdefault("kind", "delta")
-        if kind in ("delta", "duckdb"):
-            if not config.get("path"):
-                raise ConfigError(f"a {kind} store needs a path", fix="set store.path", location=Location(key="store.path"))
-            path = config["path"]
-            if profile.scheduler == "local" and not path.startswith(("/", "$", "~")) and "://" not in path:
-                config["path"] = str((project_root / path).resolve())
-        elif kind in ("postgres", "clickhouse") and not config.get("url_env"):
-            raise ConfigError(f"a {kind} store needs url_env", fix="name the variable that holds the connection string",
-                              location=Location(key="store.url_env"))
-        elif kind == "custom" and not config.get("class"):
-            raise ConfigError("a custom store needs class_path", fix="give the import path of the store class",
-                              location=Location(key="store.class_path"))
-        return config
+        return _store_config(self.store.model_dump() if self.store else None, profile, project_root)
 
     def _check_stores(self, graph: FeatureGraph, project_root: Path, profile: ClusterProfile, mine: dict) -> None:
         for decl in graph.lineage(self.feature)[:-1]:
             cluster = decl.attributes.get("cluster")
             other_profile = load_profile(resolve_cluster_name(cluster), project_root / CLUSTERS_DIR) if cluster != self.cluster else profile
-            theirs = self.store_config(other_profile, project_root, decl.attributes.get("store"))
+            theirs = _store_config(decl.attributes.get("store"), other_profile, project_root)
             if theirs != mine:
                 raise ConfigError(
                     f"upstream feature {decl.key} uses store {theirs} but this feature uses {mine}",
@@ -248,6 +228,31 @@ class MetaxyFeatureComponent(WorkloadComponent):
             yield from self.materialize(context, project_root, graph)
 
         return dg.Definitions(assets=[_feature])
+
+
+def _store_config(raw: dict | None, profile: ClusterProfile, project_root: Path) -> dict:
+    """The store as the runtime opens it; relative local paths anchor at the project root."""
+    if not raw:
+        base = profile.paths.effective_data_dir().rstrip("/")
+        raw = {"kind": "delta", "path": f"{base}/{STORE_SUBDIR}"}
+    config = {k: v for k, v in raw.items() if v not in (None, {}) and k != "class_path"}
+    if raw.get("class_path"):
+        config["class"] = raw["class_path"]
+    kind = config.setdefault("kind", "delta")
+    if kind in ("delta", "duckdb"):
+        if not config.get("path"):
+            raise ConfigError(f"a {kind} store needs a path", fix="set store.path", location=Location(key="store.path"))
+        path = config["path"]
+        if profile.scheduler == "local" and not path.startswith(("/", "$", "~")) and "://" not in path:
+            config["path"] = str((project_root / path).resolve())
+    elif kind in ("postgres", "clickhouse") and not config.get("url_env"):
+        raise ConfigError(f"a {kind} store needs url_env", fix="name the variable that holds the connection string",
+                          location=Location(key="store.url_env"))
+    elif kind == "custom" and not config.get("class"):
+        raise ConfigError("a custom store needs class_path", fix="give the import path of the store class",
+                          location=Location(key="store.class_path"))
+    return config
+
 
 
 def _log_counts(context: dg.AssetExecutionContext, counts: dict) -> None:
