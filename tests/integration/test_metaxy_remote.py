@@ -1,0 +1,58 @@
+"""MetaxyFeatureComponent on the real test cluster: the store on the cluster's filesystem, the
+Metaxy steps on its login node, the workloads as Slurm jobs; nothing to do means no job at all."""
+
+from __future__ import annotations
+
+import uuid
+
+import dagster as dg
+import pytest
+
+from tests.conftest import copy_project, edit, materialize
+from tests.integration.conftest import ssh_as_user
+
+pytestmark = pytest.mark.integration
+
+MEDIA = ["media/sample", "media/crop", "media/transcript"]
+
+
+def _counts(result, key):
+    event = next(e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey.from_user_string(key))
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def _run(project, monkeypatch):
+    result, instance = materialize(project, MEDIA, monkeypatch)
+    failures = [e.event_specific_data.error.message for e in result.all_events if e.is_step_failure]
+    assert result.success, failures
+    tags = instance.get_run_by_id(result.run_id).tags
+    return {k: _counts(result, k) for k in MEDIA}, tags
+
+
+def test_features_run_as_slurm_jobs_and_skip_submission_when_nothing_changed(slurm_cluster, tmp_path, monkeypatch):
+    project = copy_project(tmp_path)
+    store = f"$HOME/dagster-hpc/test-stores/{uuid.uuid4().hex[:8]}"
+    for name in ("sample", "crop", "transcript"):
+        edit(project, f"defs/media/{name}/defs.yaml", "  orphans: delete",
+             f"  orphans: delete\n  cluster: docker\n  store: {{kind: delta, path: \"{store}\"}}")
+    monkeypatch.setenv("HPC_CLUSTER", "docker")
+
+    first, tags = _run(project, monkeypatch)
+    for key in MEDIA:
+        assert (first[key]["new"], first[key]["processed"]) == (3, 3), (key, first[key])
+    assert {"hpc/job/media__sample", "hpc/job/media__crop", "hpc/job/media__transcript"} <= set(tags)
+    assert first["media/crop"]["slurm_state"] == "COMPLETED"
+    # The store really lives on the cluster, written by the job user.
+    listing = ssh_as_user(slurm_cluster, f"ls {store}/media")
+    assert {"crop.delta", "sample.delta", "transcript.delta"} <= set(listing.split())
+
+    second, tags = _run(project, monkeypatch)
+    assert second["media/crop"]["job"] == "none: nothing to do"
+    assert "hpc/job/media__crop" not in tags and "hpc/job/media__transcript" not in tags
+
+    (project / "workloads/example_media/clip-b/frames.txt").write_text("other frames\n")
+    third, _ = _run(project, monkeypatch)
+    assert (third["media/crop"]["stale"], third["media/crop"]["processed"]) == (1, 1)
+    assert third["media/crop"]["stale_fields"] == {"image": 1}
+    assert third["media/transcript"]["processed"] == 0
+    ssh_as_user(slurm_cluster, f"rm -rf {store}")
