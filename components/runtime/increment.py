@@ -73,7 +73,7 @@ def _keys(frame: pl.DataFrame, id_columns: list[str]) -> list[str]:
     return nw.from_native(frame).select(_key_expr(id_columns).alias("k"))["k"].to_list()
 
 
-def _native(frame: Any) -> pl.DataFrame:
+def to_polars(frame: Any) -> pl.DataFrame:
     """Whatever the store's backend returns (Polars, Arrow, Ibis; lazy or not) as a Polars frame."""
     if isinstance(frame, pl.DataFrame):
         return frame
@@ -90,8 +90,11 @@ def changed_fields(store, feature: Feature, stale: pl.DataFrame) -> tuple[dict[s
     """For stale samples: which fields' provenance differs from what is stored (Metaxy does not say)."""
     if stale.is_empty():
         return {}, {}
-    current = _native(
-        store.read(feature.cls, columns=[*feature.id_columns, PROVENANCE])
+    # Only the stale samples' stored rows: the table may hold millions.
+    keys = _keys(stale, feature.id_columns)
+    current = to_polars(
+        store.read(feature.cls, columns=[*feature.id_columns, PROVENANCE],
+                   filters=[_key_expr(feature.id_columns).is_in(keys)])
     ).rename({PROVENANCE: "_stored"})
     joined = stale.select([*feature.id_columns, PROVENANCE]).join(current, on=feature.id_columns, how="inner")
     counts: Counter[str] = Counter()
@@ -145,7 +148,7 @@ def resolve(request: dict) -> dict:
         with store.open("r"):
             _upstream_missing(store, feature)
             inc = store.resolve_update(feature.cls)
-            new, stale, orphaned = (_native(f) for f in (inc.new, inc.stale, inc.orphaned))
+            new, stale, orphaned = (to_polars(f) for f in (inc.new, inc.stale, inc.orphaned))
             summary = _summary(feature, store, new, stale, orphaned)
     increment = pl.concat(
         [new.with_columns(pl.lit("new").alias(STATUS_COLUMN)), stale.with_columns(pl.lit("stale").alias(STATUS_COLUMN))],
@@ -200,7 +203,7 @@ def ingest(request: dict) -> dict:
         store = feature.store()
         with store.open("w"):
             inc = store.resolve_update(feature.cls, samples=samples)
-            new, stale, orphaned = (_native(f) for f in (inc.new, inc.stale, inc.orphaned))
+            new, stale, orphaned = (to_polars(f) for f in (inc.new, inc.stale, inc.orphaned))
             summary = _summary(feature, store, new, stale, orphaned)
             changed = pl.concat([new, stale], how="diagonal_relaxed")
             if changed.height:
@@ -211,6 +214,14 @@ def ingest(request: dict) -> dict:
     return summary
 
 
+def _only(feature: Feature, increment: pl.DataFrame) -> list[nw.Expr] | None:
+    """Limit a re-resolve to the increment's ids when every dependency shares them (1:1 lineage)."""
+    identity = all((d.get("lineage") or {}).get("type", "identity") == "identity" for d in feature.spec.get("deps", []))
+    if not identity or feature.request.get("orphans", "keep") == "delete":
+        return None  # orphans must be found among all samples
+    return [_key_expr(feature.id_columns).is_in(_keys(increment, feature.id_columns))]
+
+
 def commit(request: dict) -> dict:
     """After a downstream workload: count what it really recorded, then apply the orphan policy."""
     feature = Feature(request)
@@ -218,10 +229,10 @@ def commit(request: dict) -> dict:
     with feature.graph.use():
         store = feature.store()
         with store.open("w"):
-            inc = store.resolve_update(feature.cls)
-            pending = pl.concat([_native(inc.new), _native(inc.stale)], how="diagonal_relaxed").select(feature.id_columns)
+            inc = store.resolve_update(feature.cls, global_filters=_only(feature, increment))
+            pending = pl.concat([to_polars(inc.new), to_polars(inc.stale)], how="diagonal_relaxed").select(feature.id_columns)
             left = increment.join(pending, on=feature.id_columns, how="semi")
-            deleted = _delete_orphans(store, feature, _native(inc.orphaned))
+            deleted = _delete_orphans(store, feature, to_polars(inc.orphaned))
     return {
         "feature": feature.key,
         "processed": increment.height - left.height,
