@@ -138,3 +138,12 @@ def test_asset_dependencies_follow_feature_dependencies(project, monkeypatch):
     crop = graph.get(dg.AssetKey(["media", "crop"]))
     assert crop.parent_keys == {dg.AssetKey(["media", "sample"])}
     assert "metaxy" in crop.kinds
+
+
+def test_schema_documents_every_field():
+    from components import MetaxyFeatureComponent
+
+    props = MetaxyFeatureComponent.get_model_cls().model_json_schema()["properties"]
+    for name in ("feature", "id_columns", "fields", "columns", "deps", "store", "orphans", "require_all",
+                 "script", "cluster", "resources", "submission"):
+        assert props[name].get("description"), f"{name} has no description"

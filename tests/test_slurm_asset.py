@@ -24,6 +24,7 @@ def test_dg_list_components_shows_the_component_with_its_description():
     entries = {e["key"]: e for e in json.loads(result.stdout)["items"]}
     entry = entries["components.SlurmAssetComponent"]
     assert "Slurm job" in entry["summary"]
+    assert "new and stale samples" in entries["components.MetaxyFeatureComponent"]["summary"]
 
 
 def test_component_schema_documents_every_field():
