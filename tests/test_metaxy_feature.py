@@ -29,6 +29,12 @@ def _run(project, monkeypatch, keys=MEDIA):
     return {key: _counts(result, key) for key in keys}
 
 
+def _failure(project, monkeypatch, keys) -> str:
+    result, _ = materialize(project, keys, monkeypatch)
+    assert not result.success
+    return "\n".join(e.event_specific_data.error.message for e in result.all_events if e.is_step_failure)
+
+
 def _pick(counts: dict, *names: str) -> tuple:
     return tuple(counts.get(n) for n in names)
 
@@ -87,28 +93,21 @@ def test_five_rounds_recompute_only_new_stale_and_dependent_fields(project, clip
 def test_a_workload_that_skips_samples_fails_the_step_and_names_them(project, monkeypatch):
     edit(project, "workloads/crop_frames.py", "        samples = job.samples()",
          "        samples = job.samples().filter(pl.col('sample_id') != 'clip-b')")
-    result, _ = materialize(project, MEDIA[:2], monkeypatch)
-    assert not result.success
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    text = failure.event_specific_data.error.message
+    text = _failure(project, monkeypatch, MEDIA[:2])
     assert "wrote 2 of 3 samples" in text and "clip-b" in text
 
 
 def test_results_outside_the_increment_are_refused_before_writing(project, monkeypatch):
     edit(project, "workloads/crop_frames.py", '        job.write(samples.select("sample_id")',
          '        job.write(samples.select((pl.col("sample_id") + "-intruder").alias("sample_id"))')
-    result, _ = materialize(project, MEDIA[:2], monkeypatch)
-    assert not result.success
-    logs = "\n".join(e.event_specific_data.error.message for e in result.all_events if e.is_step_failure)
-    assert "not in this run's increment" in logs and "intruder" in logs
+    text = _failure(project, monkeypatch, MEDIA[:2])
+    assert "not in this run's increment" in text and "intruder" in text
 
 
 def test_duplicate_ids_from_the_listing_are_rejected_with_the_ids(project, monkeypatch):
     edit(project, "workloads/list_media.py", "        job = FeatureJob.from_env()",
          "        frame = pl.concat([frame, frame.head(1)])\n        job = FeatureJob.from_env()")
-    result, _ = materialize(project, MEDIA[:1], monkeypatch)
-    assert not result.success
-    text = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error.message
+    text = _failure(project, monkeypatch, MEDIA[:1])
     assert "duplicate ids" in text and "clip-a" in text and "nothing was written" in text
     assert not (project / ".hpc" / "data" / "metaxy").exists() or not any((project / ".hpc" / "data" / "metaxy").rglob("*.parquet"))
 
@@ -117,16 +116,12 @@ def test_null_provenance_is_rejected_with_the_ids(project, monkeypatch):
     edit(project, "workloads/list_media.py", "        job = FeatureJob.from_env()",
          "        frame = frame.with_columns(audio_sig=pl.when(pl.col('sample_id') == 'clip-b')"
          ".then(None).otherwise(pl.col('audio_sig')))\n        job = FeatureJob.from_env()")
-    result, _ = materialize(project, MEDIA[:1], monkeypatch)
-    assert not result.success
-    text = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error.message
+    text = _failure(project, monkeypatch, MEDIA[:1])
     assert "no provenance for field 'audio'" in text and "clip-b" in text
 
 
 def test_downstream_before_its_upstream_says_what_to_materialize(project, monkeypatch):
-    result, _ = materialize(project, ["media/crop"], monkeypatch)
-    assert not result.success
-    text = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error.message
+    text = _failure(project, monkeypatch, ["media/crop"])
     assert "media/sample has no metadata" in text and "materialize media/sample first" in text
 
 
