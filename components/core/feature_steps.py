@@ -46,7 +46,7 @@ class LocalSteps:
     def run(self, step: str, request: dict) -> dict:
         self.stage(request)
         try:
-            return {"resolve": increment.resolve, "ingest": increment.ingest, "commit": increment.commit}[step](request)
+            return increment.STEPS[step](request)
         except increment.FeatureDataError as exc:
             raise _data_failure(request["target"], exc.problem, exc.fix) from None
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .increment import FeatureDataError, commit, ingest, resolve
-
-STEPS = {"resolve": resolve, "ingest": ingest, "commit": commit}
+from .increment import STEPS, FeatureDataError
 
 
 def main(argv: list[str]) -> int:

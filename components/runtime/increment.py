@@ -261,3 +261,7 @@ def check_output(feature: Feature, frame: pl.DataFrame, *, unique: bool = True) 
         raise FeatureDataError(f"{feature.key}: duplicate ids in the results: {_ids(dups, feature.id_columns)}",
                                "write each sample once")
     return frame
+
+
+# The steps by name, for the CLI (`python -m hpc_runtime STEP`) and the in-process runner alike.
+STEPS = {"resolve": resolve, "ingest": ingest, "commit": commit}

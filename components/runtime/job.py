@@ -80,7 +80,8 @@ class FeatureJob:
         if self.feature.is_root:
             raise RuntimeError(f"{self.key} is a root feature: use emit()")
         frame = check_output(self.feature, frame)
-        system = self._load().select([*self.id_columns, *(c for c in self._load().columns if c.startswith("metaxy_"))])
+        increment = self._load()
+        system = increment.select([*self.id_columns, *(c for c in increment.columns if c.startswith("metaxy_"))])
         joined = frame.join(system, on=self.id_columns, how="left")
         unknown = joined.filter(pl.col(PROVENANCE).is_null())
         if unknown.height:
