@@ -20,6 +20,11 @@ test: bootstrap
 check: bootstrap
 	dg check defs
 
+# CPU torch wheels: a local folder where the machine has one, else PyTorch's CPU index.
+TORCH_WHEELS ?= $(shell test -d /opt/wheels && echo /opt/wheels || echo https://download.pytorch.org/whl/cpu/torch)
+
 # Regenerate requirements.lock after changing dependencies in pyproject.toml.
 lock: bootstrap
-	uv pip compile --quiet --universal --python-version 3.11 --extra dev pyproject.toml -o requirements.lock
+	uv pip compile --quiet --universal --python-version 3.11 --extra dev --extra docling \
+	  -c constraints/torch-cpu.txt --find-links $(TORCH_WHEELS) --no-emit-package torchvision \
+	  pyproject.toml -o requirements.lock

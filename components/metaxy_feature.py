@@ -146,6 +146,21 @@ class MetaxyFeatureComponent(WorkloadComponent):
             "materialization_id": run_id,
         }
 
+    def run_workload(self, context: dg.AssetExecutionContext, project_root: Path, steps, request: dict) -> list:
+        """Run the workload on the staged request (locally or as a Slurm job); its Pipes results."""
+        steps.stage(request)
+        plan = self.plan(project_root, strict=True, extra_env=[(REQUEST_ENV, steps.request_path)])
+        return list(self.execute(context, project_root, plan))
+
+    def list_samples(self, context: dg.AssetExecutionContext, project_root: Path, steps, request: dict) -> tuple[dict, list]:
+        """Root feature: the workload emits the current listing, which is then ingested."""
+        results = self.run_workload(context, project_root, steps, request)
+        return steps.run("ingest", request), results
+
+    def extra_metadata(self, counts: dict, results: list) -> dict[str, dg.MetadataValue]:
+        """Further materialization metadata from the step counts and the workload's results."""
+        return {}
+
     # --- execution ---------------------------------------------------------------------------
 
     def _steps(self, context: dg.AssetExecutionContext, project_root: Path, profile: ClusterProfile):
@@ -173,15 +188,14 @@ class MetaxyFeatureComponent(WorkloadComponent):
                     counts["deleted"] = steps.run("commit", request)["deleted"]
                 context.log.info(f"{self.feature}: nothing to compute; no workload started, no job submitted")
                 steps.cleanup()
-                yield dg.MaterializeResult(asset_key=self.asset_keys()[0], metadata=_metadata({**counts, "processed": 0, "job": "none: nothing to do"}))
+                yield dg.MaterializeResult(asset_key=self.asset_keys()[0], metadata={
+                    **_metadata({**counts, "processed": 0, "job": "none: nothing to do"}), **self.extra_metadata(counts, [])})
                 return
-        steps.stage(request)
-        plan = self.plan(project_root, strict=True, extra_env=[(REQUEST_ENV, steps.request_path)])
-        results = list(self.execute(context, project_root, plan))
         if is_root:
-            counts = steps.run("ingest", request)
+            counts, results = self.list_samples(context, project_root, steps, request)
             _log_counts(context, counts)
         else:
+            results = self.run_workload(context, project_root, steps, request)
             after = steps.run("commit", request)
             counts.update(processed=after["processed"], unprocessed=after["unprocessed"], deleted=after["deleted"])
             if after["unprocessed"] and self.require_all:
@@ -193,12 +207,17 @@ class MetaxyFeatureComponent(WorkloadComponent):
         context.log.info(f"{self.feature}: processed {counts['processed']} sample(s)")
         steps.cleanup()
         key = self.asset_keys()[0]
+        metadata = {**_metadata(counts), **self.extra_metadata(counts, results)}
+        reported = False
         for result in results:
             if isinstance(result, dg.MaterializeResult) and result.asset_key in (None, key):
-                yield dg.MaterializeResult(asset_key=key, metadata={**(result.metadata or {}), **_metadata(counts)},
+                reported = True
+                yield dg.MaterializeResult(asset_key=key, metadata={**(result.metadata or {}), **metadata},
                                            data_version=result.data_version)
             else:
                 yield result
+        if not reported:  # the samples were listed by a step, not a workload
+            yield dg.MaterializeResult(asset_key=key, metadata=metadata)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         project_root = Path(context.project_root)
@@ -267,7 +286,7 @@ def _log_counts(context: dg.AssetExecutionContext, counts: dict) -> None:
 
 def _metadata(counts: dict) -> dict[str, dg.MetadataValue]:
     out: dict[str, dg.MetadataValue] = {}
-    for name in ("new", "stale", "orphaned", "processed", "unprocessed", "deleted", "samples"):
+    for name in ("new", "stale", "orphaned", "up_to_date", "processed", "unprocessed", "deleted", "samples"):
         if name in counts:
             out[name] = dg.MetadataValue.int(int(counts[name]))
     if "stale_fields" in counts:

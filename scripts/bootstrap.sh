@@ -24,7 +24,13 @@ t0=$SECONDS
 echo "bootstrap: creating $VENV from requirements.lock" >&2
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
-"$VENV/bin/uv" pip sync --quiet --python "$VENV/bin/python" requirements.lock
+# torch is locked as the CPU build (constraints/torch-cpu.txt), which PyPI does not carry.
+if ls /opt/wheels/torch-*+cpu-*.whl >/dev/null 2>&1; then
+  torch_source=(--find-links /opt/wheels)
+else
+  torch_source=(--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
+fi
+"$VENV/bin/uv" pip sync --quiet --python "$VENV/bin/python" "${torch_source[@]}" requirements.lock
 "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" --no-deps -e .
 echo "$want" > "$stamp"
 echo "bootstrap: ready in $((SECONDS - t0))s" >&2

@@ -83,6 +83,33 @@ def materialize(project: Path, keys: list[str], monkeypatch, tags: dict | None =
     return result, instance
 
 
+def materialized(result, key: str) -> dict:
+    """The metadata of the one materialization of `key` in a run, as plain values."""
+    import dagster as dg
+
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey.from_user_string(key)]
+    assert len(events) == 1, f"{key}: {len(events)} materializations"
+    return {name: value.value for name, value in events[0].materialization.metadata.items()}
+
+
+def step_failures(result) -> str:
+    return "\n".join(e.event_specific_data.error.message for e in result.all_events if e.is_step_failure)
+
+
+def materialize_ok(project: Path, keys: list[str], monkeypatch) -> dict[str, dict]:
+    """Materialize `keys`, expect success, and return each key's metadata."""
+    result, _ = materialize(project, keys, monkeypatch)
+    assert result.success, step_failures(result)
+    return {key: materialized(result, key) for key in keys}
+
+
+def materialize_failing(project: Path, keys: list[str], monkeypatch) -> str:
+    """Materialize `keys`, expect a failed step, and return the failure messages."""
+    result, _ = materialize(project, keys, monkeypatch)
+    assert not result.success
+    return step_failures(result)
+
+
 def edit(project, rel, old, new):
     path = project / rel
     text = path.read_text()

@@ -11,28 +11,17 @@ import shutil
 import dagster as dg
 import pytest
 
-from tests.conftest import edit, materialize
+from tests.conftest import edit, materialize, materialize_failing, materialize_ok
 
 MEDIA = ["media/sample", "media/crop", "media/transcript"]
 
 
-def _counts(result, key: str) -> dict:
-    events = [e for e in result.get_asset_materialization_events()
-              if e.asset_key == dg.AssetKey.from_user_string(key)]
-    assert len(events) == 1, f"{key}: {len(events)} materializations"
-    return {name: value.value for name, value in events[0].materialization.metadata.items()}
-
-
 def _run(project, monkeypatch, keys=MEDIA):
-    result, _ = materialize(project, keys, monkeypatch)
-    assert result.success, [e.event_specific_data.error.message for e in result.all_events if e.is_step_failure]
-    return {key: _counts(result, key) for key in keys}
+    return materialize_ok(project, keys, monkeypatch)
 
 
 def _failure(project, monkeypatch, keys) -> str:
-    result, _ = materialize(project, keys, monkeypatch)
-    assert not result.success
-    return "\n".join(e.event_specific_data.error.message for e in result.all_events if e.is_step_failure)
+    return materialize_failing(project, keys, monkeypatch)
 
 
 def _pick(counts: dict, *names: str) -> tuple:

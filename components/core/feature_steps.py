@@ -23,6 +23,7 @@ from components.core.remote import pack
 from components.core.render import RUNTIME_DIR, RUNTIME_PACKAGE
 from components.core.ssh import Transport
 from components.runtime import increment
+from components.runtime.steps import STEPS
 
 REQUEST_FILE = "request.json"
 RESULT_PREFIX, ERROR_PREFIX = "hpc-result ", "hpc-error "
@@ -46,7 +47,7 @@ class LocalSteps:
     def run(self, step: str, request: dict) -> dict:
         self.stage(request)
         try:
-            return increment.STEPS[step](request)
+            return STEPS[step](request)
         except increment.FeatureDataError as exc:
             raise _data_failure(request["target"], exc.problem, exc.fix) from None
 

@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.core import documents
 from components.core.errors import ConfigError, Location
 from components.core.yamlio import KeyPath, LineMap, load_yaml
 from components.runtime.graph import COLUMN_TYPES
 
-FEATURE_COMPONENT_TYPES = {"components.MetaxyFeatureComponent"}
+METAXY_TYPE, DOCLING_TYPE = "components.MetaxyFeatureComponent", "components.RayDoclingComponent"
+FEATURE_COMPONENT_TYPES = {METAXY_TYPE, DOCLING_TYPE}
 KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*$")
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LINEAGES = ("identity", "aggregation", "expansion")
@@ -89,6 +91,11 @@ def _feature_docs(file: Path) -> list[FeatureDecl]:
     if not isinstance(data, dict) or data.get("type") not in FEATURE_COMPONENT_TYPES:
         return []
     attributes = data.get("attributes") or {}
+    if not isinstance(attributes, dict):
+        return []
+    if data["type"] == DOCLING_TYPE:
+        return [FeatureDecl(key=key, attributes=attrs, file=file, lines=lines, prefix=("attributes", *path))
+                for key, attrs, path in documents.declarations(attributes)]
     key = attributes.get("feature")
     if not isinstance(key, str):
         return []
@@ -144,7 +151,7 @@ def _check_deps(decl: FeatureDecl, by_key: dict[str, FeatureDecl]) -> None:
         if up_key not in by_key:
             known = ", ".join(sorted(k for k in by_key if k != decl.key)) or "none"
             raise decl.error(f"upstream feature {up_key!r} is not declared in any defs.yaml",
-                             f"declare it with a MetaxyFeatureComponent, or use one of: {known}", "deps", i, "feature")
+                             f"declare it with a MetaxyFeatureComponent (or a RayDoclingComponent), or use one of: {known}", "deps", i, "feature")
         if up_key == decl.key:
             raise decl.error(f"{decl.key} depends on itself", "remove the dependency", "deps", i, "feature")
         if up_key in dep_keys:
@@ -237,7 +244,7 @@ def validate(decls: list[FeatureDecl], target: FeatureDecl) -> FeatureGraph:
     by_key: dict[str, FeatureDecl] = {target.key: target}
     tables: dict[str, FeatureDecl] = {target.table_name(): target}
     for decl in decls:
-        if decl.file.resolve() == target.file.resolve():
+        if decl.file.resolve() == target.file.resolve() and decl.key == target.key:
             continue
         if decl.key == target.key:
             raise target.error(f"feature {target.key!r} is also declared at {decl.where('feature')}",

@@ -224,6 +224,33 @@ class PathSettings(_Strict):
         return self.data_dir or f"{self.base_dir.rstrip('/')}/data"
 
 
+class RaySettings(_Strict):
+    """How a job with launcher: ray brings up its Ray cluster on this site."""
+
+    setup: list[str] = Field([], description="Shell lines run before Ray starts (ulimit -n 65536 on MUSICA).")
+    srun_args: list[str] = Field([], description="Options of the srun steps that run Ray nodes (--cpu-bind=none on Leonardo).")
+    temp_root: str = Field("/tmp", description="Node-local directory for Ray's per-job temp dir; keep it short (socket paths).")
+    port_base: int = Field(20000, ge=1024, le=60000, description="Start of the range the per-job port block is chosen from.")
+    start_timeout_s: int = Field(180, ge=10, description="How long the driver waits for every node to join.")
+
+    @field_validator("setup")
+    @classmethod
+    def _setup(cls, value: list[str]) -> list[str]:
+        return [shell.check_line(v) for v in value]
+
+    @field_validator("srun_args")
+    @classmethod
+    def _directives(cls, value: list[str]) -> list[str]:
+        return [shell.check_directive(v) for v in value]
+
+    @field_validator("temp_root")
+    @classmethod
+    def _temp_root(cls, value: str) -> str:
+        if not value.startswith(("/", "$")) or len(value) > 40:
+            raise ValueError("temp_root must be an absolute node-local path of at most 40 characters, such as /tmp")
+        return shell.check_line(value)
+
+
 class ClusterProfile(_Strict):
     name: str
     description: str = ""
@@ -234,6 +261,7 @@ class ClusterProfile(_Strict):
     slurm: SlurmSettings | None = None
     environment: EnvironmentSettings = EnvironmentSettings()
     paths: PathSettings = PathSettings()
+    ray: RaySettings = RaySettings()
 
     # Where each key came from (file, line) after merging; not part of the YAML.
     origins: dict[KeyPath, tuple[Path, int]] = Field(default_factory=dict, exclude=True, repr=False)

@@ -22,7 +22,7 @@ from components.core.profiles import TEMPLATES_DIR, ClusterProfile
 from components.core.resources import JobResources, describe, place
 from components.core.units import format_mem, format_time
 
-Launcher = Literal["python", "bash"]
+Launcher = Literal["python", "bash", "ray"]
 WORKLOADS_DIR = "workloads"
 # Helpers for workloads (components/runtime) travel into every job directory under this name and
 # are on the job's PYTHONPATH: `from hpc_runtime.job import FeatureJob`.
@@ -42,6 +42,8 @@ class JobSpec:
     env: tuple[tuple[str, str], ...] = ()
     forward_env: tuple[str, ...] = ()
     resources: JobResources = field(default_factory=JobResources)
+    # launcher "ray": the Ray object store size per node, in bytes (None: Ray's default share).
+    ray_object_store_bytes: int | None = None
 
     def __post_init__(self) -> None:
         for name, _ in self.env:
@@ -162,7 +164,7 @@ def _directives(
 
 def _launch(profile: ClusterProfile, job: JobSpec, runtime: Runtime) -> shell.ShellSafe:
     script = PurePosixPath(WORKLOADS_DIR) / job.workload
-    if job.launcher == "python":
+    if job.launcher in ("python", "ray"):
         python = runtime.python or profile.environment.python
         exe = sys.executable if python == "current" else python
         argv = [*runtime.launch_prefix, shell.quote(exe), "-u", shell.quote(str(script))]
@@ -170,7 +172,8 @@ def _launch(profile: ClusterProfile, job: JobSpec, runtime: Runtime) -> shell.Sh
         argv = [*runtime.launch_prefix, "bash", shell.quote(str(script))]
     argv += [shell.quote(a) for a in job.args]
     command = " ".join(argv)
-    if profile.scheduler == "slurm" and job.resources.total_tasks > 1:
+    # A Ray driver runs once, in the batch script; the Ray nodes are the job's tasks.
+    if profile.scheduler == "slurm" and job.resources.total_tasks > 1 and job.launcher != "ray":
         srun = " ".join(["srun", *(profile.slurm.srun_args if profile.slurm else [])])
         command = f"{srun} {command}"
     return shell.ShellSafe(command)
@@ -229,6 +232,24 @@ def _data_dir(profile: ClusterProfile, project_root: Path) -> shell.ShellSafe:
     return shell.quote_path(data_dir)
 
 
+def _ray_context(plan: JobPlan) -> dict | None:
+    """What the Ray bring-up needs; None unless a Slurm job uses launcher: ray (locally the driver starts Ray)."""
+    if plan.job.launcher != "ray" or plan.profile.scheduler != "slurm":
+        return None
+    ray, res = plan.profile.ray, plan.job.resources
+    return {
+        "nodes": res.nodes,
+        "gpus": res.gpus,
+        "object_store_bytes": plan.job.ray_object_store_bytes,
+        "setup": [shell.ShellSafe(line) for line in ray.setup],
+        "srun_args": [shell.ShellSafe(arg) for arg in (*(plan.profile.slurm.srun_args if plan.profile.slurm else ()), *ray.srun_args)],
+        "temp_root": shell.quote_path(ray.temp_root),
+        "port_base": ray.port_base,
+        "start_timeout_s": ray.start_timeout_s,
+        "source": _comment(plan.profile.source("ray")),
+    }
+
+
 def render_script(plan: JobPlan, clusters_dir: Path) -> str:
     profile, job = plan.profile, plan.job
     environment = profile.environment
@@ -257,6 +278,7 @@ def render_script(plan: JobPlan, clusters_dir: Path) -> str:
         "forward_env": [shell.ShellSafe(n) for n in job.forward_env],
         "data_dir": _data_dir(profile, Path(clusters_dir).parent),
         "launch": plan.launch,
+        "ray": _ray_context(plan),
     }
     try:
         template = template_environment(clusters_dir).get_template(profile.template)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import sys
 
-from .increment import STEPS, FeatureDataError
+from .increment import FeatureDataError
+from .steps import STEPS
 
 
 def main(argv: list[str]) -> int:

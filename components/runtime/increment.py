@@ -150,6 +150,8 @@ def resolve(request: dict) -> dict:
             inc = store.resolve_update(feature.cls)
             new, stale, orphaned = (to_polars(f) for f in (inc.new, inc.stale, inc.orphaned))
             summary = _summary(feature, store, new, stale, orphaned)
+            stored = to_polars(store.read(feature.cls, columns=feature.id_columns)).height if store.has_feature(feature.cls) else 0
+            summary["up_to_date"] = stored - stale.height - orphaned.height
     increment = pl.concat(
         [new.with_columns(pl.lit("new").alias(STATUS_COLUMN)), stale.with_columns(pl.lit("stale").alias(STATUS_COLUMN))],
         how="diagonal_relaxed",
@@ -261,7 +263,3 @@ def check_output(feature: Feature, frame: pl.DataFrame, *, unique: bool = True) 
         raise FeatureDataError(f"{feature.key}: duplicate ids in the results: {_ids(dups, feature.id_columns)}",
                                "write each sample once")
     return frame
-
-
-# The steps by name, for the CLI (`python -m hpc_runtime STEP`) and the in-process runner alike.
-STEPS = {"resolve": resolve, "ingest": ingest, "commit": commit}

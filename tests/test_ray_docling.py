@@ -1,0 +1,106 @@
+"""RayDoclingComponent end to end: real Docling, real Ray (two actors), a real Delta store on disk.
+
+The example in defs/documents runs in a throw-away copy of the project; documents are added,
+corrupted and edited between rounds, and the counts come from the materializations Dagster recorded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tests.conftest import edit, line_of, materialize_failing, materialize_ok
+
+KEYS = ["documents/source", "documents/markdown"]
+EXAMPLE = 6  # documents committed in workloads/example_documents
+
+
+def _markdown_dir(project: Path) -> Path:
+    return project / ".hpc" / "data" / "docling" / "documents" / "markdown"
+
+
+def _stored(project: Path) -> pl.DataFrame:
+    import deltalake
+
+    table = project / ".hpc" / "data" / "metaxy" / "documents" / "markdown.delta"
+    return pl.from_arrow(deltalake.DeltaTable(str(table)).to_pyarrow_table())
+
+
+def _pick(counts: dict, *names: str) -> tuple:
+    return tuple(counts.get(n) for n in names)
+
+
+def test_converts_once_then_only_what_changed_and_reports_a_corrupt_file(project, monkeypatch):
+    docs = project / "workloads" / "example_documents"
+    (docs / "broken.pdf").write_bytes(b"%PDF-1.4\nthis is not a pdf at all\n")
+
+    # Round 1: everything is new; the corrupt PDF fails alone.
+    r1 = materialize_ok(project, KEYS, monkeypatch)
+    assert _pick(r1["documents/source"], "new", "documents") == (EXAMPLE + 1, EXAMPLE + 1)
+    assert r1["documents/source"]["formats"] == {"docx": 1, "html": 2, "md": 1, "pdf": 3}
+    assert _pick(r1["documents/markdown"], "new", "converted", "failed", "skipped", "processed") == (EXAMPLE + 1, EXAMPLE, 1, 0, EXAMPLE + 1)
+    assert any(f.startswith("broken.pdf: ") for f in r1["documents/markdown"]["failures"])
+    outputs = _markdown_dir(project)
+    assert sorted(p.name for p in outputs.iterdir()) == sorted(f"{p.name}.md" for p in docs.iterdir() if p.name != "broken.pdf")
+    assert "Report 1003" in (outputs / "report-4.pdf.md").read_text()  # the PDF's text layer, page 1
+    stored = _stored(project)
+    assert dict(stored.group_by("status").len().iter_rows()) == {"converted": EXAMPLE, "failed": 1}
+    assert stored.filter(pl.col("doc_id") == "broken.pdf")["error"][0]
+
+    # Round 2: nothing changed: no document is converted and no workload starts.
+    r2 = materialize_ok(project, KEYS, monkeypatch)
+    assert _pick(r2["documents/source"], "new", "stale", "orphaned") == (0, 0, 0)
+    assert _pick(r2["documents/markdown"], "new", "stale", "converted", "failed", "skipped") == (0, 0, 0, 0, EXAMPLE + 1)
+    assert r2["documents/markdown"]["job"] == "none: nothing to do"
+
+    # Round 3: one document edited: exactly that one is converted again.
+    before = (outputs / "report-2.md.md").read_text()
+    (docs / "report-2.md").write_text("# Edited report\n\nOnly this document changed.\n")
+    r3 = materialize_ok(project, KEYS, monkeypatch)
+    assert _pick(r3["documents/source"], "new", "stale") == (0, 1)
+    assert _pick(r3["documents/markdown"], "new", "stale", "converted", "failed", "skipped") == (0, 1, 1, 0, EXAMPLE)
+    after = (outputs / "report-2.md.md").read_text()
+    assert after != before and "Only this document changed." in after
+
+
+def test_standard_pipeline_without_weights_says_how_to_get_them(project, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    edit(project, "defs/documents/defs.yaml", "pipeline: native", "pipeline: standard")
+    edit(project, "defs/documents/defs.yaml", "workers: 2", "workers: 0")
+    message = materialize_failing(project, KEYS, monkeypatch)
+    assert "could not load its models" in message
+    assert "docling-tools models download" in message and "artifacts_path" in message
+    # Nothing half-written: the failed step recorded no conversion.
+    assert not (project / ".hpc" / "data" / "metaxy" / "documents" / "markdown.delta").exists()
+
+
+def test_missing_input_directory_is_named(project, monkeypatch):
+    edit(project, "defs/documents/defs.yaml", "path: workloads/example_documents", "path: workloads/no_such_dir")
+    message = materialize_failing(project, ["documents/source"], monkeypatch)
+    assert "no_such_dir does not exist" in message and "input.path" in message
+
+
+def test_unknown_format_points_at_the_line(project):
+    from tests.conftest import run_dg
+
+    lines = edit(project, "defs/documents/defs.yaml", "formats: [pdf, docx, html, md]", "formats: [pdf, odt]")
+    result = run_dg(project, "check", "defs")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    # dg's schema check names the enclosing key's line and shows the offending one.
+    assert "defs/documents/defs.yaml:" in output and f"{line_of(lines, 'formats:')} |     formats: [pdf, odt]" in output
+    assert "'pdf', 'docx', 'pptx'" in output or "pdf" in output.split("formats: [pdf, odt]")[0]
+
+
+@pytest.mark.parametrize("key", ["media/sample", "documents/source"])
+def test_feature_key_clash_with_another_definition_is_refused(project, key):
+    from tests.conftest import run_dg
+
+    lines = edit(project, "defs/documents/defs.yaml", "converted: documents/markdown", f"converted: {key}")
+    result = run_dg(project, "check", "defs")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "declared" in output or "depends on itself" in output, output[-2000:]
+    assert "defs/documents/defs.yaml" in output
