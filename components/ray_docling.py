@@ -12,6 +12,7 @@ and reuses their steps; the conversion itself is hpc_runtime.documents.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -89,6 +90,8 @@ class RayDoclingComponent(WorkloadComponent):
     """
 
     script: Annotated[str, _doc("Workload path relative to workloads/; the shipped one calls hpc_runtime.documents.", "convert_documents.py")] = "convert_documents.py"
+    requirements: Annotated[str | None, _doc("Job environment for venv-building profiles: Docling, Ray and the runtime's pins.",
+                                             "workloads/requirements-docling.txt")] = "workloads/requirements-docling.txt"
     input: Annotated[DocumentInput, _doc("The documents to convert.")]
     features: Annotated[DocumentFeatures, _doc("Metaxy feature keys of the listing and the conversion.")]
     output: Annotated[str | None, _doc("Directory for the markdown files (<doc_id>.md); default <data_dir>/docling/<converted key>.", "$SCRATCH/markdown")] = None
@@ -104,6 +107,17 @@ class RayDoclingComponent(WorkloadComponent):
 
     def asset_keys(self) -> list[dg.AssetKey]:
         return [dg.AssetKey(self.features.converted.split("/"))]
+
+    def get_job_spec(self, project_root: Path, extra_env: Sequence[tuple[str, str]] = ()) -> JobSpec:
+        """The conversion job: the workload as a Ray driver, Ray brought up over the job's nodes."""
+        spec = super().get_job_spec(project_root, extra_env)
+        env = list(spec.env)
+        if self.docling.artifacts_path:
+            # Compute nodes often have no internet: use the prefetched weights, never download.
+            env += [("DOCLING_ARTIFACTS_PATH", self.docling.artifacts_path), ("HF_HUB_OFFLINE", "1")]
+        store = self.ray.object_store_memory
+        return replace(spec, launcher="ray", env=tuple(env),
+                       ray_object_store_bytes=parse_mem_mb(store) * 1024 * 1024 if store else None)
 
     # --- translation ---------------------------------------------------------------------------
 
@@ -135,10 +149,11 @@ class RayDoclingComponent(WorkloadComponent):
         }
 
     def _feature(self, decl: FeatureDecl, role: type[MetaxyFeatureComponent], project_root: Path) -> MetaxyFeatureComponent:
-        shared = self.model_dump(include={"script", "args", "env", "forward_env", "resources", "submission", "cluster", "store", "orphans"})
+        shared = self.model_dump(include={"script", "args", "env", "forward_env", "resources", "submission", "cluster", "store",
+                                          "orphans", "requirements"})
         attributes = {k: v for k, v in decl.attributes.items() if k not in ("store", "cluster")}
         feature = role.model_validate({**attributes, **shared, "group_name": self.group_name, "owners": self.owners,
-                                       "tags": self.tags, "name": f"{self.op_name}__{decl.key.split('/')[-1]}".replace("-", "_")})
+                                       "tags": self.tags, "name": _op_name(self.name, role)})
         feature._owner = self
         feature._decl = decl
         return feature
@@ -195,6 +210,12 @@ class RayDoclingComponent(WorkloadComponent):
         return dg.Definitions(assets=[_source, _converted])
 
 
+def _op_name(name: str | None, role: type) -> str | None:
+    if name is None:
+        return None  # derived from the feature key
+    return f"{name}_source" if role is _DocumentSource else name
+
+
 class _DocumentFeature(MetaxyFeatureComponent):
     """One of a RayDoclingComponent's two features; never declared in YAML by itself."""
 
@@ -228,15 +249,7 @@ class _DocumentSource(_DocumentFeature):
 
 class _DocumentConversion(_DocumentFeature):
     def get_job_spec(self, project_root: Path, extra_env: Sequence[tuple[str, str]] = ()) -> JobSpec:
-        spec = super().get_job_spec(project_root, extra_env)
-        env = list(spec.env)
-        docling = self._owner.docling
-        if docling.artifacts_path:
-            # Compute nodes often have no internet: use the prefetched weights, never download.
-            env += [("DOCLING_ARTIFACTS_PATH", docling.artifacts_path), ("HF_HUB_OFFLINE", "1")]
-        object_store = self._owner.ray.object_store_memory
-        return JobSpec(**{**spec.__dict__, "launcher": "ray", "env": tuple(env),
-                          "ray_object_store_bytes": parse_mem_mb(object_store) * 1024 * 1024 if object_store else None})
+        return self._owner.get_job_spec(project_root, extra_env)
 
     def extra_metadata(self, counts: dict, results: list) -> dict[str, dg.MetadataValue]:
         out = {"skipped": dg.MetadataValue.int(int(counts.get("up_to_date", 0)))}

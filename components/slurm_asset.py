@@ -149,6 +149,10 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
         str | None, _doc("Cluster profile in clusters/ (local, docker, vsc5, leonardo, musica). Default: $HPC_CLUSTER, else local.", "leonardo")
     ] = None
     name: Annotated[str | None, _doc("Op name; default derived from the first asset key.", "numbers_job")] = None
+    requirements: Annotated[
+        str | None, _doc("Locked requirements of this workload's job environment, for profiles that build a venv; default the profile's.",
+                         "workloads/requirements-gpu.txt")
+    ] = None
 
     # --- hooks -------------------------------------------------------------------------------
 
@@ -190,9 +194,18 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
 
     def get_profile(self, project_root: Path, cluster: str | None = None) -> ClusterProfile:
         try:
-            return load_profile(resolve_cluster_name(cluster or self.cluster), project_root / CLUSTERS_DIR)
+            profile = load_profile(resolve_cluster_name(cluster or self.cluster), project_root / CLUSTERS_DIR)
         except ConfigError as exc:
             raise exc.at(Location(key="cluster")) if exc.location.file is None else exc
+        if self.requirements and profile.environment.strategy == "venv":
+            if not (project_root / self.requirements).is_file():
+                raise ConfigError(f"requirements file {self.requirements} does not exist",
+                                  fix="give a path relative to the project root, such as workloads/requirements.txt",
+                                  location=Location(key="requirements"))
+            environment = profile.environment
+            venv = environment.venv.model_copy(update={"requirements": self.requirements})
+            profile = profile.model_copy(update={"environment": environment.model_copy(update={"venv": venv})})
+        return profile
 
     def plan(self, project_root: Path, cluster: str | None = None, *, strict: bool = False,
              extra_env: Sequence[tuple[str, str]] = ()) -> JobPlan:

@@ -242,7 +242,7 @@ def _ray_context(plan: JobPlan) -> dict | None:
         "gpus": res.gpus,
         "object_store_bytes": plan.job.ray_object_store_bytes,
         "setup": [shell.ShellSafe(line) for line in ray.setup],
-        "srun_args": [shell.ShellSafe(arg) for arg in (*(plan.profile.slurm.srun_args if plan.profile.slurm else ()), *ray.srun_args)],
+        "srun_args": shell.ShellSafe(" ".join((*(plan.profile.slurm.srun_args if plan.profile.slurm else ()), *ray.srun_args))),
         "temp_root": shell.quote_path(ray.temp_root),
         "port_base": ray.port_base,
         "start_timeout_s": ray.start_timeout_s,

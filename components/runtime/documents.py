@@ -259,13 +259,36 @@ def convert_serial(docs: pl.DataFrame, options: dict, formats: list[str], output
         yield _frame([converter.convert(ids[i], paths[i]) for i in batch])
 
 
+def _join_cluster(address: str, nodes: int, timeout_s: float) -> None:
+    """Connect once the head answers, then wait until every node of the job has joined."""
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            ray.init(address=address, logging_level="WARNING", log_to_driver=True)
+            break
+        except (ConnectionError, RuntimeError) as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Ray head at {address} did not answer within {timeout_s:.0f}s: {exc}; "
+                                   "see the job's slurm-*.err for the ray start output") from None
+            time.sleep(2)
+    while (alive := sum(1 for node in ray.nodes() if node["Alive"])) < nodes:
+        if time.monotonic() > deadline:
+            ray.shutdown()
+            raise RuntimeError(f"only {alive} of {nodes} Ray nodes joined within {timeout_s:.0f}s; "
+                               "see the job's slurm-*.err (srun steps of ray start)")
+        time.sleep(1)
+
+
 def _ray_init(ray_options: dict) -> float:
     import ray
 
     started = time.perf_counter()
     if os.environ.get("RAY_ADDRESS"):
-        # Inside a Slurm job: the job script started the cluster with the job's resources.
-        ray.init(address=os.environ["RAY_ADDRESS"], logging_level="WARNING", log_to_driver=True)
+        # Inside a Slurm job: the job script is starting a cluster with the job's resources.
+        _join_cluster(os.environ["RAY_ADDRESS"], int(os.environ.get("HPC_RAY_NODES", "1")),
+                      float(os.environ.get("HPC_RAY_START_TIMEOUT_S", "180")))
     else:
         workers = int(ray_options.get("workers", 2))
         ray.init(

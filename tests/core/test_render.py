@@ -155,3 +155,33 @@ def test_all_profiles_render_the_example(clusters_dir):
     for name in available_profiles(clusters_dir):
         text = render_script(plan_job(load_profile(name, clusters_dir), _job(JOBS["cpu"])), clusters_dir)
         assert text.startswith("#!/bin/bash\n")
+
+
+@pytest.mark.parametrize("cluster", ["docker", "vsc5", "leonardo", "musica"])
+def test_ray_launcher_brings_up_a_cluster_with_site_quirks(cluster, clusters_dir, monkeypatch):
+    for name, value in ACCOUNTS.items():
+        monkeypatch.setenv(name, value)
+    job = _job(JobResources(nodes=2, cpus_per_task=2, mem="2G", time="00:30:00"), launcher="ray",
+               workload=PurePosixPath("convert_documents.py"), args=(), ray_object_store_bytes=2 << 30)
+    text = _normalise(render_script(plan_job(load_profile(cluster, clusters_dir), job, strict=True), clusters_dir), clusters_dir)
+    golden = GOLDEN / f"{cluster}-ray.sh"
+    if UPDATE or not golden.exists():
+        golden.write_text(text)
+        if not UPDATE:
+            pytest.fail(f"wrote missing golden {golden.name}; review and commit it")
+    assert text == golden.read_text(), f"rendered script differs from {golden}; UPDATE_GOLDENS=1 to accept"
+    subprocess.run(["bash", "-n"], input=text, text=True, check=True)
+    # One Ray node per Slurm node; the driver runs once, in the batch script, not under srun.
+    assert "#SBATCH --ntasks=2" in text and "--object-store-memory=2147483648" in text
+    assert "\npython3 -u workloads/convert_documents.py\n" in text or "\npython -u workloads/convert_documents.py\n" in text
+    # The auth token is made when the job starts: never part of the script.
+    assert "export RAY_AUTH_MODE=token" in text and "RAY_AUTH_TOKEN=$(od " in text
+    assert ("--cpu-bind=none" in text) == (cluster == "leonardo")
+    assert ("ulimit -n 65536" in text) == (cluster == "musica")
+
+
+def test_ray_launcher_runs_no_bring_up_locally(clusters_dir):
+    job = _job(JobResources(nodes=1, cpus_per_task=2), launcher="ray", workload=PurePosixPath("convert_documents.py"))
+    text = render_script(plan_job(load_profile("local", clusters_dir), job), clusters_dir)
+    # Locally the driver starts Ray itself, sized by the component's ray options.
+    assert "ray start" not in text and "RAY_ADDRESS" not in text
