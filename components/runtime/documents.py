@@ -343,7 +343,7 @@ def convert_documents(docs: pl.DataFrame, settings: dict, log: Log = print) -> I
 def convert_increment(job, log: Log = print) -> dict:
     """The workload body: convert the new and stale documents and write each batch as it completes."""
     settings = job.feature.request["documents"]
-    docs = job.samples()
+    docs = job.samples(shard=False)  # one driver for the whole job: Ray spreads the work, not srun
     totals = {status: 0 for status in STATUSES} | {"pages": 0}
     failures: list[str] = []
     started = time.perf_counter()

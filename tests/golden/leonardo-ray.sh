@@ -76,7 +76,7 @@ trap ray_teardown EXIT
 echo "ray: head ${ray_nodes[0]} ($RAY_ADDRESS), $HPC_RAY_NODES node(s)" >&2
 # shellcheck disable=SC2046
 srun --nodes=1 --ntasks=1 -w "${ray_nodes[0]}" --cpu-bind=none \
-  ray start --head --node-ip-address="$ray_head_ip" --port=$((ray_base + 6)) --ray-client-server-port=$((ray_base + 7)) \
+  ray start --head --node-ip-address="$ray_head_ip" --port=$((ray_base + 6)) \
   --include-dashboard=false $(ray_node_args 0) "${ray_resources[@]}" &
 ray_steps+=($!)
 for ((i = 1; i < HPC_RAY_NODES; i++)); do
