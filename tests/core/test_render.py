@@ -43,6 +43,16 @@ def _normalise(text: str, clusters_dir: Path) -> str:
     return text.replace(sys.executable, "<python>").replace(str(clusters_dir.parent.resolve()), "<project>")
 
 
+def _check_golden(name: str, text: str) -> None:
+    golden = GOLDEN / name
+    if UPDATE or not golden.exists():
+        golden.write_text(text)
+        if not UPDATE:
+            pytest.fail(f"wrote missing golden {golden.name}; review and commit it")
+    assert text == golden.read_text(), f"rendered script differs from {golden}; UPDATE_GOLDENS=1 to accept"
+    subprocess.run(["bash", "-n"], input=text, text=True, check=True)
+
+
 @pytest.mark.parametrize("job", sorted(JOBS))
 @pytest.mark.parametrize("cluster", ["local", "docker", "vsc5", "leonardo", "musica"])
 def test_golden_scripts(cluster, job, clusters_dir, monkeypatch):
@@ -50,13 +60,7 @@ def test_golden_scripts(cluster, job, clusters_dir, monkeypatch):
         monkeypatch.setenv(name, value)
     plan = plan_job(load_profile(cluster, clusters_dir), _job(JOBS[job]), strict=True)
     text = _normalise(render_script(plan, clusters_dir), clusters_dir)
-    golden = GOLDEN / f"{cluster}-{job}.sh"
-    if UPDATE or not golden.exists():
-        golden.write_text(text)
-        if not UPDATE:
-            pytest.fail(f"wrote missing golden {golden.name}; review and commit it")
-    assert text == golden.read_text(), f"rendered script differs from {golden}; UPDATE_GOLDENS=1 to accept"
-    subprocess.run(["bash", "-n"], input=text, text=True, check=True)
+    _check_golden(f"{cluster}-{job}.sh", text)
 
 
 def test_every_directive_names_its_setting(clusters_dir, monkeypatch):
@@ -164,13 +168,7 @@ def test_ray_launcher_brings_up_a_cluster_with_site_quirks(cluster, clusters_dir
     job = _job(JobResources(nodes=2, cpus_per_task=2, mem="2G", time="00:30:00"), launcher="ray",
                workload=PurePosixPath("convert_documents.py"), args=(), ray_object_store_bytes=2 << 30)
     text = _normalise(render_script(plan_job(load_profile(cluster, clusters_dir), job, strict=True), clusters_dir), clusters_dir)
-    golden = GOLDEN / f"{cluster}-ray.sh"
-    if UPDATE or not golden.exists():
-        golden.write_text(text)
-        if not UPDATE:
-            pytest.fail(f"wrote missing golden {golden.name}; review and commit it")
-    assert text == golden.read_text(), f"rendered script differs from {golden}; UPDATE_GOLDENS=1 to accept"
-    subprocess.run(["bash", "-n"], input=text, text=True, check=True)
+    _check_golden(f"{cluster}-ray.sh", text)
     # One Ray node per Slurm node; the driver runs once, in the batch script, not under srun.
     assert "#SBATCH --ntasks=2" in text and "--object-store-memory=2147483648" in text
     assert "\npython3 -u workloads/convert_documents.py\n" in text or "\npython -u workloads/convert_documents.py\n" in text
