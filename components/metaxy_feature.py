@@ -11,8 +11,7 @@ run where the store is (core.feature_steps); the workload runs through WorkloadC
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 

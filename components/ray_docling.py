@@ -25,7 +25,7 @@ from components.core.features import FeatureDecl, scan, validate
 from components.core.profiles import ClusterProfile
 from components.core.render import JobSpec
 from components.core.units import parse_mem_mb
-from components.metaxy_feature import DEFS_DIR, MetaxyFeatureComponent, StoreModel, _store_config
+from components.metaxy_feature import DEFS_DIR, MetaxyFeatureComponent, StoreModel
 from components.runtime.documents import FORMATS
 from components.slurm_asset import WorkloadComponent, _doc, _line_map, _placed
 
@@ -68,6 +68,10 @@ class RayOptions(dg.Resolvable, dg.Model):
     cpus_per_worker: Annotated[float, _doc("CPUs each actor reserves.", 1)] = 1.0
     gpus_per_worker: Annotated[float, _doc("GPUs each actor reserves (0.5 shares a GPU between two).", 0, 1)] = 0.0
     object_store_memory: Annotated[str | None, _doc("Ray object store per node, such as 2G; default Ray's share of memory.", "2G")] = None
+
+
+def _bytes(size: str | None) -> int | None:
+    return parse_mem_mb(size) * 1024 * 1024 if size else None
 
 
 class RayDoclingComponent(WorkloadComponent):
@@ -115,9 +119,7 @@ class RayDoclingComponent(WorkloadComponent):
         if self.docling.artifacts_path:
             # Compute nodes often have no internet: use the prefetched weights, never download.
             env += [("DOCLING_ARTIFACTS_PATH", self.docling.artifacts_path), ("HF_HUB_OFFLINE", "1")]
-        store = self.ray.object_store_memory
-        return replace(spec, launcher="ray", env=tuple(env),
-                       ray_object_store_bytes=parse_mem_mb(store) * 1024 * 1024 if store else None)
+        return replace(spec, launcher="ray", env=tuple(env), ray_object_store_bytes=_bytes(self.ray.object_store_memory))
 
     # --- translation ---------------------------------------------------------------------------
 
@@ -138,9 +140,7 @@ class RayDoclingComponent(WorkloadComponent):
     def settings(self, profile: ClusterProfile, project_root: Path) -> dict:
         """What the listing step and the workload read from the request (JSON)."""
         output = self.output or f"{profile.paths.effective_data_dir().rstrip('/')}/{DOCUMENTS_SUBDIR}/{self.features.converted}"
-        ray = self.ray.model_dump()
-        if self.ray.object_store_memory:
-            ray["object_store_memory_bytes"] = parse_mem_mb(self.ray.object_store_memory) * 1024 * 1024
+        ray = {**self.ray.model_dump(), "object_store_memory_bytes": _bytes(self.ray.object_store_memory)}
         return {
             "input": {**self.input.model_dump(), "path": self._resolved_path(self.input.path, profile, project_root)},
             "output": self._resolved_path(output, profile, project_root),
@@ -148,7 +148,7 @@ class RayDoclingComponent(WorkloadComponent):
             "ray": ray,
         }
 
-    def _feature(self, decl: FeatureDecl, role: type[MetaxyFeatureComponent], project_root: Path) -> MetaxyFeatureComponent:
+    def _feature(self, decl: FeatureDecl, role: type[MetaxyFeatureComponent]) -> MetaxyFeatureComponent:
         shared = self.model_dump(include={"script", "args", "env", "forward_env", "resources", "submission", "cluster", "store",
                                           "orphans", "requirements"})
         attributes = {k: v for k, v in decl.attributes.items() if k not in ("store", "cluster")}
@@ -166,13 +166,12 @@ class RayDoclingComponent(WorkloadComponent):
         if self.ray.workers < 0 or self.ray.batch_size < 1:
             raise ConfigError("ray.workers must be >= 0 and ray.batch_size >= 1", fix="for example workers: 2, batch_size: 8",
                               location=Location(key="ray"))
-        if self.ray.object_store_memory:
-            try:
-                parse_mem_mb(self.ray.object_store_memory)
-            except ValueError as exc:
-                raise ConfigError(str(exc), fix="write it like 2G or 512M", location=Location(key="ray.object_store_memory")) from None
-        source = self._feature(source_decl, _DocumentSource, project_root)
-        converted = self._feature(converted_decl, _DocumentConversion, project_root)
+        try:
+            _bytes(self.ray.object_store_memory)
+        except ValueError as exc:
+            raise ConfigError(str(exc), fix="write it like 2G or 512M", location=Location(key="ray.object_store_memory")) from None
+        source = self._feature(source_decl, _DocumentSource)
+        converted = self._feature(converted_decl, _DocumentConversion)
         return source, converted, source_graph, graph
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:

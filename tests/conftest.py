@@ -92,6 +92,11 @@ def materialized(result, key: str) -> dict:
     return {name: value.value for name, value in events[0].materialization.metadata.items()}
 
 
+def pick(metadata: dict, *names: str) -> tuple:
+    """Selected metadata values, in order (None where absent)."""
+    return tuple(metadata.get(n) for n in names)
+
+
 def step_failures(result) -> str:
     return "\n".join(e.event_specific_data.error.message for e in result.all_events if e.is_step_failure)
 

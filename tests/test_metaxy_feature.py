@@ -11,7 +11,7 @@ import shutil
 import dagster as dg
 import pytest
 
-from tests.conftest import edit, materialize, materialize_failing, materialize_ok
+from tests.conftest import edit, materialize_failing, materialize_ok, pick
 
 MEDIA = ["media/sample", "media/crop", "media/transcript"]
 
@@ -24,10 +24,6 @@ def _failure(project, monkeypatch, keys) -> str:
     return materialize_failing(project, keys, monkeypatch)
 
 
-def _pick(counts: dict, *names: str) -> tuple:
-    return tuple(counts.get(n) for n in names)
-
-
 @pytest.fixture
 def clips(project):
     return project / "workloads" / "example_media"
@@ -37,7 +33,7 @@ def test_five_rounds_recompute_only_new_stale_and_dependent_fields(project, clip
     # Round 1: three clips, all new everywhere.
     r1 = _run(project, monkeypatch)
     for key in MEDIA:
-        assert _pick(r1[key], "new", "stale", "orphaned", "processed") == (3, 0, 0, 3), (key, r1[key])
+        assert pick(r1[key], "new", "stale", "orphaned", "processed") == (3, 0, 0, 3), (key, r1[key])
 
     # Round 2: one changed (frames of clip-a), one added (clip-d), one removed (clip-c).
     (clips / "clip-a" / "frames.txt").write_text("frame-1-a edited\n")
@@ -45,19 +41,19 @@ def test_five_rounds_recompute_only_new_stale_and_dependent_fields(project, clip
     (clips / "clip-d" / "audio.txt").write_text("new clip d\n")
     shutil.rmtree(clips / "clip-c")
     r2 = _run(project, monkeypatch)
-    assert _pick(r2["media/sample"], "new", "stale", "orphaned", "processed") == (1, 1, 1, 2)
+    assert pick(r2["media/sample"], "new", "stale", "orphaned", "processed") == (1, 1, 1, 2)
     assert r2["media/sample"]["stale_fields"] == {"frames": 1}
-    assert _pick(r2["media/crop"], "new", "stale", "orphaned", "processed") == (1, 1, 1, 2)
+    assert pick(r2["media/crop"], "new", "stale", "orphaned", "processed") == (1, 1, 1, 2)
     assert r2["media/crop"]["stale_fields"] == {"image": 1}
     # The transcript reads only audio: clip-a's new frames do not make it stale.
-    assert _pick(r2["media/transcript"], "new", "stale", "orphaned", "processed") == (1, 0, 1, 1)
+    assert pick(r2["media/transcript"], "new", "stale", "orphaned", "processed") == (1, 0, 1, 1)
     assert r2["media/crop"]["deleted"] == 1  # orphans: delete
 
     # Round 3: no change; downstream features start no workload at all.
     jobs_before = set((project / ".hpc" / "jobs").iterdir())
     r3 = _run(project, monkeypatch)
     for key in MEDIA:
-        assert _pick(r3[key], "new", "stale", "orphaned", "processed") == (0, 0, 0, 0), (key, r3[key])
+        assert pick(r3[key], "new", "stale", "orphaned", "processed") == (0, 0, 0, 0), (key, r3[key])
     for key in ("media/crop", "media/transcript"):
         assert r3[key]["job"] == "none: nothing to do"
     new_dirs = set((project / ".hpc" / "jobs").iterdir()) - jobs_before
@@ -66,10 +62,10 @@ def test_five_rounds_recompute_only_new_stale_and_dependent_fields(project, clip
     # Round 4: change one upstream field (audio of clip-b): only the transcript is stale.
     (clips / "clip-b" / "audio.txt").write_text("re-recorded\n")
     r4 = _run(project, monkeypatch)
-    assert _pick(r4["media/sample"], "new", "stale", "processed") == (0, 1, 1)
+    assert pick(r4["media/sample"], "new", "stale", "processed") == (0, 1, 1)
     assert r4["media/sample"]["stale_fields"] == {"audio": 1}
-    assert _pick(r4["media/crop"], "new", "stale", "processed") == (0, 0, 0)
-    assert _pick(r4["media/transcript"], "new", "stale", "processed") == (0, 1, 1)
+    assert pick(r4["media/crop"], "new", "stale", "processed") == (0, 0, 0)
+    assert pick(r4["media/transcript"], "new", "stale", "processed") == (0, 1, 1)
     assert r4["media/transcript"]["stale_fields"] == {"text": 1}
 
     # Round 5: a code_version bump re-processes every sample of that feature, and only that one.

@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.conftest import edit, line_of, materialize_failing, materialize_ok
+from tests.conftest import edit, line_of, materialize_failing, materialize_ok, pick
 
 KEYS = ["documents/source", "documents/markdown"]
 EXAMPLE = 6  # documents committed in workloads/example_documents
@@ -28,19 +28,15 @@ def _stored(project: Path) -> pl.DataFrame:
     return pl.from_arrow(deltalake.DeltaTable(str(table)).to_pyarrow_table())
 
 
-def _pick(counts: dict, *names: str) -> tuple:
-    return tuple(counts.get(n) for n in names)
-
-
 def test_converts_once_then_only_what_changed_and_reports_a_corrupt_file(project, monkeypatch):
     docs = project / "workloads" / "example_documents"
     (docs / "broken.pdf").write_bytes(b"%PDF-1.4\nthis is not a pdf at all\n")
 
     # Round 1: everything is new; the corrupt PDF fails alone.
     r1 = materialize_ok(project, KEYS, monkeypatch)
-    assert _pick(r1["documents/source"], "new", "documents") == (EXAMPLE + 1, EXAMPLE + 1)
+    assert pick(r1["documents/source"], "new", "documents") == (EXAMPLE + 1, EXAMPLE + 1)
     assert r1["documents/source"]["formats"] == {"docx": 1, "html": 2, "md": 1, "pdf": 3}
-    assert _pick(r1["documents/markdown"], "new", "converted", "failed", "skipped", "processed") == (EXAMPLE + 1, EXAMPLE, 1, 0, EXAMPLE + 1)
+    assert pick(r1["documents/markdown"], "new", "converted", "failed", "skipped", "processed") == (EXAMPLE + 1, EXAMPLE, 1, 0, EXAMPLE + 1)
     assert any(f.startswith("broken.pdf: ") for f in r1["documents/markdown"]["failures"])
     outputs = _markdown_dir(project)
     assert sorted(p.name for p in outputs.iterdir()) == sorted(f"{p.name}.md" for p in docs.iterdir() if p.name != "broken.pdf")
@@ -51,16 +47,16 @@ def test_converts_once_then_only_what_changed_and_reports_a_corrupt_file(project
 
     # Round 2: nothing changed: no document is converted and no workload starts.
     r2 = materialize_ok(project, KEYS, monkeypatch)
-    assert _pick(r2["documents/source"], "new", "stale", "orphaned") == (0, 0, 0)
-    assert _pick(r2["documents/markdown"], "new", "stale", "converted", "failed", "skipped") == (0, 0, 0, 0, EXAMPLE + 1)
+    assert pick(r2["documents/source"], "new", "stale", "orphaned") == (0, 0, 0)
+    assert pick(r2["documents/markdown"], "new", "stale", "converted", "failed", "skipped") == (0, 0, 0, 0, EXAMPLE + 1)
     assert r2["documents/markdown"]["job"] == "none: nothing to do"
 
     # Round 3: one document edited: exactly that one is converted again.
     before = (outputs / "report-2.md.md").read_text()
     (docs / "report-2.md").write_text("# Edited report\n\nOnly this document changed.\n")
     r3 = materialize_ok(project, KEYS, monkeypatch)
-    assert _pick(r3["documents/source"], "new", "stale") == (0, 1)
-    assert _pick(r3["documents/markdown"], "new", "stale", "converted", "failed", "skipped") == (0, 1, 1, 0, EXAMPLE)
+    assert pick(r3["documents/source"], "new", "stale") == (0, 1)
+    assert pick(r3["documents/markdown"], "new", "stale", "converted", "failed", "skipped") == (0, 1, 1, 0, EXAMPLE)
     after = (outputs / "report-2.md.md").read_text()
     assert after != before and "Only this document changed." in after
 
@@ -98,7 +94,7 @@ def test_unknown_format_points_at_the_line(project):
 def test_feature_key_clash_with_another_definition_is_refused(project, key):
     from tests.conftest import run_dg
 
-    lines = edit(project, "defs/documents/defs.yaml", "converted: documents/markdown", f"converted: {key}")
+    edit(project, "defs/documents/defs.yaml", "converted: documents/markdown", f"converted: {key}")
     result = run_dg(project, "check", "defs")
     output = result.stdout + result.stderr
     assert result.returncode != 0

@@ -21,7 +21,7 @@ from pathlib import Path
 import polars as pl
 
 from .increment import Feature, FeatureDataError, ingest
-from .job import file_signature
+from .job import FeatureJob, file_signature
 
 # Docling input formats this component offers, with the file suffixes that select them.
 FORMATS: dict[str, tuple[str, ...]] = {
@@ -59,9 +59,8 @@ def estimate_cost(path: str, fmt: str, size: int) -> int:
     return max(1, size // BYTES_PER_PAGE.get(fmt, 20_000))
 
 
-def _matches(input_path: str, formats: list[str]) -> Iterator[tuple[Path, Path]]:
-    """(file, the root its id is relative to) for every file of the wanted formats."""
-    suffixes = {suffix: fmt for fmt in formats for suffix in FORMATS[fmt]}
+def _matches(input_path: str, suffixes: dict[str, str]) -> Iterator[tuple[Path, Path]]:
+    """(file, the root its id is relative to) for every file with one of the wanted suffixes."""
     root = Path(input_path)
     if any(ch in input_path for ch in "*?["):
         base = Path(input_path.split("*")[0].split("?")[0].split("[")[0])
@@ -86,7 +85,7 @@ def list_documents(source: dict) -> pl.DataFrame:
     input_path = _expand(source["path"])
     suffixes = {suffix: fmt for fmt in formats for suffix in FORMATS[fmt]}
     rows = []
-    for path, base in _matches(input_path, formats):
+    for path, base in _matches(input_path, suffixes):
         fmt = suffixes[path.suffix.lower()]
         size = path.stat().st_size
         rows.append({
@@ -108,8 +107,6 @@ def list_documents(source: dict) -> pl.DataFrame:
 
 def list_step(request: dict) -> dict:
     """Runtime step for the source feature: list the corpus where it lives, then ingest the listing."""
-    from .job import FeatureJob
-
     job = FeatureJob(request)
     listing = list_documents(request["documents"]["input"])
     job.emit(listing, provenance={"content": "signature"})
@@ -248,15 +245,11 @@ RESULT_SCHEMA = {SOURCE_ID: pl.String, "markdown_path": pl.String, "status": pl.
                  "chars": pl.Int64, "elapsed_s": pl.Float64, "error": pl.String}
 
 
-def _frame(rows: list[dict]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=RESULT_SCHEMA)
-
-
 def convert_serial(docs: pl.DataFrame, options: dict, formats: list[str], output_dir: str, batches: list[list[int]]) -> Iterator[pl.DataFrame]:
     converter = Converter(options, formats, output_dir)
     ids, paths = docs[SOURCE_ID].to_list(), docs["path"].to_list()
     for batch in batches:
-        yield _frame([converter.convert(ids[i], paths[i]) for i in batch])
+        yield pl.DataFrame([converter.convert(ids[i], paths[i]) for i in batch], schema=RESULT_SCHEMA)
 
 
 def _join_cluster(address: str, nodes: int, timeout_s: float) -> None:
@@ -336,8 +329,7 @@ def convert_documents(docs: pl.DataFrame, settings: dict, log: Log = print) -> I
     args = (docs, settings.get("docling", {}), formats, settings["output"], batches)
     log(f"converting {docs.height} document(s) (~{int(docs['cost'].sum())} pages) in {len(batches)} batch(es) "
         f"with {'Ray, ' + str(workers) + ' worker(s)' if workers else 'one in-process converter'}")
-    stream = convert_ray(*args, ray_options, log) if workers else convert_serial(*args)
-    yield from stream
+    yield from convert_ray(*args, ray_options, log) if workers else convert_serial(*args)
 
 
 def convert_increment(job, log: Log = print) -> dict:

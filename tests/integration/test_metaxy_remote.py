@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import uuid
 
-import dagster as dg
 import pytest
 
-from tests.conftest import copy_project, edit, materialize
+from tests.conftest import copy_project, edit, materialize, materialized, step_failures
 from tests.integration.conftest import ssh_as_user
 
 pytestmark = pytest.mark.integration
@@ -16,17 +15,11 @@ pytestmark = pytest.mark.integration
 MEDIA = ["media/sample", "media/crop", "media/transcript"]
 
 
-def _counts(result, key):
-    event = next(e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey.from_user_string(key))
-    return {k: v.value for k, v in event.materialization.metadata.items()}
-
-
 def _run(project, monkeypatch):
     result, instance = materialize(project, MEDIA, monkeypatch)
-    failures = [e.event_specific_data.error.message for e in result.all_events if e.is_step_failure]
-    assert result.success, failures
+    assert result.success, step_failures(result)
     tags = instance.get_run_by_id(result.run_id).tags
-    return {k: _counts(result, k) for k in MEDIA}, tags
+    return {k: materialized(result, k) for k in MEDIA}, tags
 
 
 def test_features_run_as_slurm_jobs_and_skip_submission_when_nothing_changed(slurm_cluster, tmp_path, monkeypatch):

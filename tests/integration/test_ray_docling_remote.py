@@ -52,7 +52,7 @@ def test_conversion_runs_as_a_two_node_ray_job_and_only_once(slurm_cluster, shar
     # The markdown lives on the cluster, written by the job user, private to them.
     listing = ssh_as_user(slurm_cluster, f"ls {output}/documents/markdown 2>/dev/null || ls {output}")
     assert "report-4.pdf.md" in listing and "broken.docx.md" not in listing
-    log = ssh_as_user(slurm_cluster, f"cat $(ls -dt $HOME/dagster-hpc/jobs/*/documents__markdown-* | head -1)/slurm-*.err")
+    log = ssh_as_user(slurm_cluster, "cat $(ls -dt $HOME/dagster-hpc/jobs/*/documents__markdown-* | head -1)/slurm-*.err")
     assert "ray: head" in log and "2 node(s)" in log
 
     second = materialize_ok(project, KEYS, monkeypatch)
