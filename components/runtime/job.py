@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
+import time
 import uuid
 
 import polars as pl
@@ -25,6 +27,15 @@ import polars as pl
 from .increment import INCREMENT_FILE, PROVENANCE, STATUS_COLUMN, Feature, FeatureDataError, check_output
 
 REQUEST_ENV = "HPC_METAXY_REQUEST"
+COMMIT_ATTEMPTS = 8
+
+
+def _commit_conflict() -> tuple[type[BaseException], ...]:
+    try:
+        from deltalake.exceptions import CommitFailedError
+    except ImportError:  # a store without optimistic commits
+        return ()
+    return (CommitFailedError,)
 
 
 def file_signature(path: str, *, content: bool = False) -> str:
@@ -91,12 +102,25 @@ class FeatureJob:
                 "write only samples returned by samples()",
             )
         if joined.height:
-            with self.feature.graph.use():
-                store = self.feature.store()
-                with store.open("w"):
-                    store.write(self.feature.cls, joined, materialization_id=self.feature.request.get("materialization_id"))
+            self._store_rows(joined)
         self.written += joined.height
         return joined.height
+
+    def _store_rows(self, rows: pl.DataFrame) -> None:
+        # Writers racing to create the Delta table (or to merge its schema) lose the commit with
+        # "metadata changed"; nothing of theirs was committed, so writing again is safe.
+        conflict = _commit_conflict()
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                with self.feature.graph.use():
+                    store = self.feature.store()
+                    with store.open("w"):
+                        store.write(self.feature.cls, rows, materialization_id=self.feature.request.get("materialization_id"))
+                return
+            except conflict:
+                if attempt == COMMIT_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0.05, 0.2) * attempt)
 
     def emit(self, frame: pl.DataFrame, provenance: dict[str, str]) -> int:
         """Root feature: the full current listing; `provenance` maps each field to the column holding its value."""
