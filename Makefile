@@ -24,7 +24,9 @@ check: bootstrap
 TORCH_WHEELS ?= $(shell test -d /opt/wheels && echo /opt/wheels || echo https://download.pytorch.org/whl/cpu/torch)
 
 # Regenerate requirements.lock after changing dependencies in pyproject.toml.
+LOCK_FLAGS = --quiet --universal --python-version 3.11 -c constraints/torch-cpu.txt \
+  --find-links $(TORCH_WHEELS) --no-emit-package torchvision
 lock: bootstrap
-	uv pip compile --quiet --universal --python-version 3.11 --extra dev --extra docling \
-	  -c constraints/torch-cpu.txt --find-links $(TORCH_WHEELS) --no-emit-package torchvision \
-	  pyproject.toml -o requirements.lock
+	uv pip compile $(LOCK_FLAGS) --all-extras pyproject.toml -o requirements.lock
+	@# The template repository also ships the lock of projects made without the docling extra.
+	if [ -f copier.yml ]; then uv pip compile $(LOCK_FLAGS) --extra dev pyproject.toml -o requirements-core.lock; fi

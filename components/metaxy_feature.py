@@ -126,7 +126,7 @@ class MetaxyFeatureComponent(WorkloadComponent):
     def _check_stores(self, graph: FeatureGraph, project_root: Path, profile: ClusterProfile, mine: dict) -> None:
         for decl in graph.lineage(self.feature)[:-1]:
             cluster = decl.attributes.get("cluster")
-            other_profile = load_profile(resolve_cluster_name(cluster), project_root / CLUSTERS_DIR) if cluster != self.cluster else profile
+            other_profile = load_profile(resolve_cluster_name(cluster, project_root), project_root / CLUSTERS_DIR) if cluster != self.cluster else profile
             theirs = _store_config(decl.attributes.get("store"), other_profile, project_root)
             if theirs != mine:
                 raise ConfigError(

@@ -194,7 +194,7 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
 
     def get_profile(self, project_root: Path, cluster: str | None = None) -> ClusterProfile:
         try:
-            profile = load_profile(resolve_cluster_name(cluster or self.cluster), project_root / CLUSTERS_DIR)
+            profile = load_profile(resolve_cluster_name(cluster or self.cluster, project_root), project_root / CLUSTERS_DIR)
         except ConfigError as exc:
             raise exc.at(Location(key="cluster")) if exc.location.file is None else exc
         if self.requirements and profile.environment.strategy == "venv":

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from components.core import shell
 from components.core.errors import ConfigError, Location
+from components.core.project import load_settings
 from components.core.units import parse_mem_mb, parse_time_s
 from components.core.yamlio import KeyPath, LineMap, dotted, load_yaml
 
@@ -265,6 +266,9 @@ class ClusterProfile(_Strict):
 
     # Where each key came from (file, line) after merging; not part of the YAML.
     origins: dict[KeyPath, tuple[Path, int]] = Field(default_factory=dict, exclude=True, repr=False)
+    # The project's [tool.hpc] user_env / account_env: tried after the profile's own variable.
+    project_user_env: str | None = Field(None, exclude=True)
+    project_account_env: str | None = Field(None, exclude=True)
 
     def location(self, *path: str | int) -> Location:
         """File and line of a setting, for error messages and script provenance comments."""
@@ -285,12 +289,34 @@ class ClusterProfile(_Strict):
         assert self.slurm is not None
         return self.slurm.partitions[name]
 
-    def account(self) -> str | None:
+    def user_envs(self) -> list[str]:
+        """Variables that may hold the login name, in the order they are tried."""
+        return _unique(self.ssh.user_env if self.ssh else None, self.project_user_env)
+
+    def account_envs(self) -> list[str]:
+        """Variables that may hold the Slurm account, in the order they are tried."""
+        return _unique(self.slurm.account_env if self.slurm else None, self.project_account_env)
+
+    def account_source(self) -> str | None:
+        """The variable the account comes from now; None when it is the profile's literal or unset."""
         if self.slurm is None:
             return None
         if self.slurm.account_env and os.environ.get(self.slurm.account_env):
-            return os.environ[self.slurm.account_env]
-        return self.slurm.account
+            return self.slurm.account_env
+        # The profile's own literal is more specific than a project-wide variable.
+        if not self.slurm.account and self.project_account_env and os.environ.get(self.project_account_env):
+            return self.project_account_env
+        return None
+
+    def account(self) -> str | None:
+        if self.slurm is None:
+            return None
+        name = self.account_source()
+        return os.environ[name] if name else self.slurm.account
+
+
+def _unique(*names: str | None) -> list[str]:
+    return list(dict.fromkeys(n for n in names if n))
 
 
 def _relative(path: Path) -> str:
@@ -390,8 +416,12 @@ def load_profile(name: str, clusters_dir: Path) -> ClusterProfile:
                 return Location(file=origin[0], line=origin[1], key=dotted(path) or None)
         return Location(file=Path(clusters_dir) / f"{name}.yaml", key=dotted(path) or None)
 
+    settings = load_settings(_project_root(Path(clusters_dir)))
     try:
-        profile = ClusterProfile.model_validate({**data, "origins": origins})
+        profile = ClusterProfile.model_validate({
+            **data, "origins": origins,
+            "project_user_env": settings.user_env, "project_account_env": settings.account_env,
+        })
     except ValidationError as exc:
         raise _first_error(exc, where) from None
     if profile.name != name:
@@ -492,5 +522,31 @@ def _check_semantics(profile: ClusterProfile, clusters_dir: Path, where) -> None
             )
 
 
-def resolve_cluster_name(explicit: str | None) -> str:
-    return explicit or os.environ.get(CLUSTER_ENV_VAR) or DEFAULT_CLUSTER
+def _project_root(clusters_dir: Path) -> Path | None:
+    root = clusters_dir.parent
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def resolve_cluster_name(explicit: str | None, project_root: Path | None = None) -> str:
+    """An asset's `cluster:`, else $HPC_CLUSTER, else [tool.hpc] cluster, else local."""
+    if explicit:
+        return explicit
+    from_env = os.environ.get(CLUSTER_ENV_VAR)
+    if from_env:
+        if project_root is not None:
+            _known(from_env, Path(project_root) / "clusters",
+                   f"${CLUSTER_ENV_VAR}={from_env} names no profile", f"unset {CLUSTER_ENV_VAR} or set it to", None)
+        return from_env
+    settings = load_settings(project_root)
+    if settings.cluster:
+        _known(settings.cluster, Path(project_root) / "clusters", f"the project's default cluster {settings.cluster!r} has no profile",
+               "set [tool.hpc] cluster in pyproject.toml to", settings.location("cluster"))
+        return settings.cluster
+    return DEFAULT_CLUSTER
+
+
+def _known(name: str, clusters_dir: Path, problem: str, fix: str, location: Location | None) -> None:
+    if not (clusters_dir / f"{name}.yaml").is_file():
+        names = ", ".join(available_profiles(clusters_dir)) or "none"
+        raise ConfigError(f"{problem} (no {_relative(clusters_dir / (name + '.yaml'))})",
+                          fix=f"{fix} one of: {names}; or add clusters/{name}.yaml", location=location)

@@ -116,13 +116,17 @@ def _directives(
     if account and "account" not in omitted:
         if res.account:
             source = "resources.account"
-        elif slurm.account_env and os.environ.get(slurm.account_env):
-            source = f"${slurm.account_env} ({profile.source('slurm', 'account_env')})"
         else:
-            source = profile.source("slurm", "account")
+            name = profile.account_source()
+            if name is None:
+                source = profile.source("slurm", "account")
+            elif name == slurm.account_env:
+                source = f"${name} ({profile.source('slurm', 'account_env')})"
+            else:
+                source = f"${name} (pyproject.toml tool.hpc.account_env)"
         add(f"--account={account}", source)
     elif slurm.account_required:
-        hint = f"set ${slurm.account_env}" if slurm.account_env else "set slurm.account"
+        hint = "set " + " or ".join(f"${n}" for n in profile.account_envs()) if profile.account_envs() else "set slurm.account"
         if strict:
             raise ConfigError(
                 f"cluster {profile.name!r} requires a project account and none is set",

@@ -64,15 +64,19 @@ def expand(path: str | None) -> str | None:
     return expanded
 
 
-def _user(user: str | None, user_env: str | None) -> str:
+def _user(user: str | None, user_env: str | None, fallback_env: str | None = None) -> str:
+    # The profile's own variable, then its literal, then the project-wide variable.
     if user_env and os.environ.get(user_env):
         return os.environ[user_env]
     if user:
         return user
-    if user_env:
+    if fallback_env and os.environ.get(fallback_env):
+        return os.environ[fallback_env]
+    names = [n for n in (user_env, fallback_env) if n]
+    if names:
         raise ConfigError(
-            f"no remote user: set ${user_env}",
-            fix=f"export {user_env}=<your login name on the cluster>",
+            "no remote user: set " + " or ".join(f"${n}" for n in names),
+            fix=f"export {names[0]}=<your login name on the cluster>",
         )
     return getpass.getuser()
 
@@ -81,7 +85,7 @@ def target_for(profile: ClusterProfile) -> SSHTarget:
     ssh = profile.ssh
     if ssh is None:
         raise ConfigError(f"profile {profile.name!r} has no ssh section", location=profile.location())
-    default_user = _user(ssh.user, ssh.user_env)
+    default_user = _user(ssh.user, ssh.user_env, profile.project_user_env)
     jumps = tuple(
         Hop(j.host, j.port, _user(j.user, j.user_env) if (j.user or j.user_env) else default_user)
         for j in ssh.jump_hosts

@@ -1,0 +1,97 @@
+"""Project-wide settings: the `[tool.hpc]` table of pyproject.toml.
+
+    [tool.hpc]
+    cluster = "vsc5"             # profile for every asset without its own `cluster:`; $HPC_CLUSTER wins
+    user_env = "HPC_USER"        # login name on any cluster, when the profile's own ssh.user_env is unset
+    account_env = "HPC_ACCOUNT"  # Slurm account on any cluster, when the profile's slurm.account_env is unset
+
+The table is optional; a project without it runs everything locally.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from components.core import shell
+from components.core.errors import ConfigError, Location
+
+PYPROJECT = "pyproject.toml"
+TABLE = "tool.hpc"
+_KEYS = ("cluster", "user_env", "account_env")
+_PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class ProjectSettings:
+    cluster: str | None = None
+    user_env: str | None = None
+    account_env: str | None = None
+    file: Path | None = None
+    lines: tuple[tuple[str, int], ...] = ()
+
+    def location(self, key: str) -> Location:
+        return Location(file=self.file, line=dict(self.lines).get(key), key=f"{TABLE}.{key}")
+
+
+def load_settings(project_root: Path | None) -> ProjectSettings:
+    """[tool.hpc] of the project's pyproject.toml; empty settings where there is none."""
+    if project_root is None:
+        return ProjectSettings()
+    file = Path(project_root) / PYPROJECT
+    try:
+        stamp = file.stat().st_mtime_ns
+    except FileNotFoundError:
+        return ProjectSettings()
+    return _load(file.resolve(), stamp)
+
+
+@lru_cache(maxsize=16)
+def _load(file: Path, _stamp: int) -> ProjectSettings:
+    text = file.read_text(encoding="utf-8")
+    try:
+        table = tomllib.loads(text).get("tool", {}).get("hpc", {})
+    except tomllib.TOMLDecodeError as exc:
+        line = re.search(r"line (\d+)", str(exc))
+        raise ConfigError(f"{PYPROJECT} is not valid TOML: {exc}", fix="correct the syntax",
+                          location=Location(file=file, line=int(line.group(1)) if line else None)) from None
+    lines = _key_lines(text)
+    settings = ProjectSettings(file=file, lines=tuple(lines.items()))
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{TABLE}] must be a table", location=Location(file=file))
+    for key, value in table.items():
+        where = settings.location(key)
+        if key not in _KEYS:
+            raise ConfigError(f"unknown key {key!r} in [{TABLE}]", fix=f"use one of: {', '.join(_KEYS)}", location=where)
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"[{TABLE}] {key} must be a non-empty string", location=where)
+    cluster = table.get("cluster")
+    if cluster is not None and not _PROFILE_NAME.match(cluster):
+        raise ConfigError(f"cluster {cluster!r} is not a profile name",
+                          fix="name a file in clusters/ without .yaml, such as vsc5", location=settings.location("cluster"))
+    envs = {}
+    for key in ("user_env", "account_env"):
+        if key in table:
+            try:
+                envs[key] = shell.check_env_name(table[key])
+            except ValueError as exc:
+                raise ConfigError(str(exc), fix="use a variable name such as HPC_USER", location=settings.location(key)) from None
+    return ProjectSettings(cluster=cluster, file=file, lines=settings.lines, **envs)
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Line of each key in [tool.hpc], for error messages (tomllib keeps no positions)."""
+    lines: dict[str, int] = {}
+    inside = False
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            inside = stripped.replace(" ", "") == f"[{TABLE}]"
+            continue
+        match = re.match(r"([A-Za-z0-9_-]+)\s*=", stripped)
+        if inside and match:
+            lines.setdefault(match.group(1), number)
+    return lines
