@@ -70,7 +70,7 @@ class SubmissionPolicy(dg.Resolvable, dg.Model):
 class ScaffoldParams(BaseModel):
     script: str | None = Field(None, description="Workload file name under workloads/ (default: <name>.py).")
     launcher: Literal["python", "bash"] = "python"
-    cluster: str | None = Field(None, description="Cluster profile name (default: $HPC_CLUSTER or local).")
+    cluster: str | None = Field(None, description="Cluster profile name (default: $HPC_CLUSTER, else [tool.hpc] cluster, else local).")
 
 
 _PYTHON_STUB = """\
@@ -146,7 +146,7 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
     resources: Annotated[SlurmResources, _doc("Slurm resources for the job.")] = SlurmResources()
     submission: Annotated[SubmissionPolicy, _doc("Polling, queue timeout and the retry policy for Slurm jobs.")] = SubmissionPolicy()
     cluster: Annotated[
-        str | None, _doc("Cluster profile in clusters/ (local, docker, vsc5, leonardo, musica). Default: $HPC_CLUSTER, else local.", "leonardo")
+        str | None, _doc("Cluster profile in clusters/ (local, docker, vsc5, leonardo, musica). Default: $HPC_CLUSTER, else [tool.hpc] cluster in pyproject.toml, else local.", "leonardo")
     ] = None
     name: Annotated[str | None, _doc("Op name; default derived from the first asset key.", "numbers_job")] = None
     requirements: Annotated[
@@ -289,7 +289,7 @@ class SlurmAssetComponent(WorkloadComponent):
     """Assets computed by a workload script that runs locally or as a Slurm job on an HPC cluster.
 
     The workload (under workloads/) reports logs, metadata and asset checks through Dagster Pipes.
-    The cluster comes from `cluster`, else $HPC_CLUSTER, else `local`; its profile in clusters/
+    The cluster comes from `cluster`, else $HPC_CLUSTER, else `[tool.hpc] cluster`, else `local`; its profile in clusters/
     turns `resources` into site-correct #SBATCH directives. Preview the job script with
     `hpc render defs/<path> --cluster <name>`.
 

@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     render = sub.add_parser("render", help="print the job script a SlurmAssetComponent would run")
     render.add_argument("path", help="component folder under defs/, e.g. defs/numbers")
-    render.add_argument("--cluster", action="append", help="profile name (repeatable); default $HPC_CLUSTER or local")
+    render.add_argument("--cluster", action="append", help="profile name (repeatable); default: $HPC_CLUSTER, else [tool.hpc] cluster, else local")
     render.add_argument("--all-clusters", action="store_true", help="render for every profile in clusters/")
     render.add_argument("--strict", action="store_true", help="fail where submission would (e.g. missing account)")
     render.set_defaults(func=cmd_render)
