@@ -62,15 +62,24 @@ def run_dg(project: Path, *args: str, timeout: int = 180, env: dict | None = Non
     )
 
 
+def forget_defs() -> None:
+    """Drop any cached import of another project's defs package."""
+    for name in [m for m in sys.modules if m == "defs" or m.startswith("defs.")]:
+        del sys.modules[name]
+
+
+def use_project(project: Path, monkeypatch) -> None:
+    """Work in `project` as if it were the current project: its cwd, its defs package."""
+    monkeypatch.chdir(project)
+    monkeypatch.syspath_prepend(str(project))
+    forget_defs()
+
+
 def materialize(project: Path, keys: list[str], monkeypatch, tags: dict | None = None):
     """Build the copy's definitions in this process and materialize `keys` on an ephemeral instance."""
     import dagster as dg
 
-    monkeypatch.chdir(project)
-    monkeypatch.syspath_prepend(str(project))
-    # The copy has its own defs package; drop any cached import of another project's.
-    for name in [m for m in sys.modules if m == "defs" or m.startswith("defs.")]:
-        del sys.modules[name]
+    use_project(project, monkeypatch)
     defs = dg.ComponentTree.for_project(project).build_defs()
     instance = dg.DagsterInstance.ephemeral()
     job = defs.resolve_implicit_global_asset_job_def()
@@ -134,8 +143,7 @@ def build(project):
 
     sys.path.insert(0, str(project))
     try:
-        for name in [m for m in sys.modules if m == "defs" or m.startswith("defs.")]:
-            del sys.modules[name]
+        forget_defs()
         return dg.ComponentTree.for_project(project).build_defs()
     finally:
         sys.path.remove(str(project))

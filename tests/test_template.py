@@ -18,7 +18,7 @@ from copier import run_copy, run_update
 
 from components.core import cli
 from components.core.profiles import available_profiles
-from tests.conftest import ROOT
+from tests.conftest import ROOT, use_project
 
 TEMPLATE = ROOT / "template"
 COPIER_YML = yaml.safe_load((ROOT / "copier.yml").read_text())
@@ -154,10 +154,9 @@ def test_readme_examples_work(template_repo, tmp_path, monkeypatch, capsys):
     (project / "defs" / "my_asset").mkdir()
     (project / "defs" / "my_asset" / "defs.yaml").write_text(blocks["defs/my_asset/defs.yaml"])
     (project / "workloads" / "my_asset.py").write_text("print('hello')\n")
-    monkeypatch.chdir(project)
+    use_project(project, monkeypatch)
     assert cli.main(["clusters"]) == 0, capsys.readouterr().err
     assert "mysite" in capsys.readouterr().out
-    monkeypatch.syspath_prepend(str(project))
     assert cli.main(["render", "defs/my_asset", "--cluster", "mysite"]) == 0, capsys.readouterr().err
     script = capsys.readouterr().out
     assert "#SBATCH --partition=compute" in script and "#SBATCH --cpus-per-task=4" in script
