@@ -4,9 +4,11 @@ Runs on the compute side with the docling extra installed. Locally Ray starts he
 job the job script has started a Ray cluster over the allocation and set RAY_ADDRESS.
 """
 
+import sys
+
 from dagster_pipes import open_dagster_pipes
 
-from hpc_runtime.documents import convert_increment
+from hpc_runtime.documents import MissingPackages, MissingWeights, convert_increment
 from hpc_runtime.job import FeatureJob
 
 
@@ -26,4 +28,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (MissingPackages, MissingWeights) as exc:
+        sys.exit(f"error: {exc}")  # a setup problem: the message says what to do, a traceback would not

@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -146,6 +147,25 @@ def plan_batches(costs: list[int], workers: int, batch_size: int) -> list[list[i
 
 class MissingWeights(RuntimeError):
     pass
+
+
+class MissingPackages(RuntimeError):
+    pass
+
+
+def require_packages(workers: int) -> None:
+    """Docling (and Ray when workers > 0) must be importable here; say how to get them if not."""
+    import importlib.util
+
+    missing = [name for name in ("docling", *(("ray",) if workers else ())) if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MissingPackages(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed in this environment ({sys.executable}); "
+            "fix: locally, install the project's docling extra (a project made without the ray-docling example gets it with "
+            "`copier update --trust --data 'examples=[slurm, metaxy, ray-docling]'`, or add the extra to pyproject.toml and "
+            "run `make lock`); on a cluster, set `requirements: workloads/requirements-docling.txt` on the component"
+            + ("; or set ray.workers: 0 to convert without Ray" if missing == ["ray"] else "")
+        )
 
 
 def build_converter(options: dict, formats: Iterable[str]):
@@ -326,6 +346,7 @@ def convert_documents(docs: pl.DataFrame, settings: dict, log: Log = print) -> I
     workers = int(ray_options.get("workers", 2))
     batches = plan_batches(docs["cost"].to_list(), max(1, workers), int(ray_options.get("batch_size", 8)))
     formats = settings["input"]["formats"]
+    require_packages(workers)
     args = (docs, settings.get("docling", {}), formats, settings["output"], batches)
     log(f"converting {docs.height} document(s) (~{int(docs['cost'].sum())} pages) in {len(batches)} batch(es) "
         f"with {'Ray, ' + str(workers) + ' worker(s)' if workers else 'one in-process converter'}")

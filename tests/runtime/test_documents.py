@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from bench.corpus import write_document
 from components.core.documents import options_digest
-from components.runtime.documents import estimate_cost, list_documents, plan_batches
+from components.runtime.documents import MissingPackages, estimate_cost, list_documents, plan_batches, require_packages
 from components.runtime.increment import FeatureDataError
 
 
@@ -61,3 +63,15 @@ def test_only_output_changing_options_change_the_code_version():
     assert options_digest({"pipeline": "native", "page_batch_size": 16, "device": "cuda"}) == base
     assert options_digest({"pipeline": "standard"}) != base
     assert options_digest({"pipeline": "native", "ocr": True}) != base
+
+
+def test_missing_packages_are_named_with_the_fix(monkeypatch):
+    # A None entry in sys.modules makes the package unimportable, as in a project without the extra.
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(MissingPackages, match=r"^ray is not installed in this environment .*ray\.workers: 0"):
+        require_packages(workers=2)
+    require_packages(workers=0)  # in-process conversion needs no Ray
+    monkeypatch.setitem(sys.modules, "docling", None)
+    with pytest.raises(MissingPackages, match="docling and ray are not installed") as info:
+        require_packages(workers=2)
+    assert "requirements-docling.txt" in str(info.value) and "ray.workers: 0" not in str(info.value)
