@@ -289,34 +289,35 @@ class ClusterProfile(_Strict):
         assert self.slurm is not None
         return self.slurm.partitions[name]
 
-    def user_envs(self) -> list[str]:
-        """Variables that may hold the login name, in the order they are tried."""
-        return _unique(self.ssh.user_env if self.ssh else None, self.project_user_env)
-
     def account_envs(self) -> list[str]:
         """Variables that may hold the Slurm account, in the order they are tried."""
-        return _unique(self.slurm.account_env if self.slurm else None, self.project_account_env)
+        return [n for n in dict.fromkeys((self.slurm.account_env if self.slurm else None, self.project_account_env)) if n]
 
     def account_source(self) -> str | None:
         """The variable the account comes from now; None when it is the profile's literal or unset."""
         if self.slurm is None:
             return None
-        if self.slurm.account_env and os.environ.get(self.slurm.account_env):
-            return self.slurm.account_env
-        # The profile's own literal is more specific than a project-wide variable.
-        if not self.slurm.account and self.project_account_env and os.environ.get(self.project_account_env):
-            return self.project_account_env
-        return None
+        return from_environment(self.slurm.account_env, self.slurm.account, self.project_account_env)[1]
 
     def account(self) -> str | None:
         if self.slurm is None:
             return None
-        name = self.account_source()
-        return os.environ[name] if name else self.slurm.account
+        return from_environment(self.slurm.account_env, self.slurm.account, self.project_account_env)[0]
 
 
-def _unique(*names: str | None) -> list[str]:
-    return list(dict.fromkeys(n for n in names if n))
+def from_environment(own_env: str | None, literal: str | None, project_env: str | None) -> tuple[str | None, str | None]:
+    """A per-user setting and the variable it came from (None for the literal).
+
+    The profile's own variable wins, then its literal, then the project-wide [tool.hpc] variable:
+    a site-specific value is more specific than one meant for every cluster.
+    """
+    if own_env and os.environ.get(own_env):
+        return os.environ[own_env], own_env
+    if literal:
+        return literal, None
+    if project_env and os.environ.get(project_env):
+        return os.environ[project_env], project_env
+    return None, None
 
 
 def _relative(path: Path) -> str:

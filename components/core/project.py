@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -58,8 +58,7 @@ def _load(file: Path, _stamp: int) -> ProjectSettings:
         line = re.search(r"line (\d+)", str(exc))
         raise ConfigError(f"{PYPROJECT} is not valid TOML: {exc}", fix="correct the syntax",
                           location=Location(file=file, line=int(line.group(1)) if line else None)) from None
-    lines = _key_lines(text)
-    settings = ProjectSettings(file=file, lines=tuple(lines.items()))
+    settings = ProjectSettings(file=file, lines=tuple(_key_lines(text).items()))  # positions for errors
     if not isinstance(table, dict):
         raise ConfigError(f"[{TABLE}] must be a table", location=Location(file=file))
     for key, value in table.items():
@@ -79,7 +78,7 @@ def _load(file: Path, _stamp: int) -> ProjectSettings:
                 envs[key] = shell.check_env_name(table[key])
             except ValueError as exc:
                 raise ConfigError(str(exc), fix="use a variable name such as HPC_USER", location=settings.location(key)) from None
-    return ProjectSettings(cluster=cluster, file=file, lines=settings.lines, **envs)
+    return replace(settings, cluster=cluster, **envs)
 
 
 def _key_lines(text: str) -> dict[str, int]:

@@ -22,7 +22,7 @@ import paramiko
 from fabric import Config, Connection
 
 from components.core.errors import ConfigError
-from components.core.profiles import ClusterProfile
+from components.core.profiles import ClusterProfile, from_environment
 
 
 class TransportError(RuntimeError):
@@ -65,13 +65,9 @@ def expand(path: str | None) -> str | None:
 
 
 def _user(user: str | None, user_env: str | None, fallback_env: str | None = None) -> str:
-    # The profile's own variable, then its literal, then the project-wide variable.
-    if user_env and os.environ.get(user_env):
-        return os.environ[user_env]
-    if user:
-        return user
-    if fallback_env and os.environ.get(fallback_env):
-        return os.environ[fallback_env]
+    value, _ = from_environment(user_env, user, fallback_env)
+    if value:
+        return value
     names = [n for n in (user_env, fallback_env) if n]
     if names:
         raise ConfigError(
