@@ -65,6 +65,12 @@ class SubmissionPolicy(dg.Resolvable, dg.Model):
     max_attempts: Annotated[int, _doc("Submissions in total, counting the first.", 3)] = 1
     queue_timeout: Annotated[str, _doc("Longest wait in the queue before the job is cancelled and the step fails.", "2-00:00:00")] = "7-00:00:00"
     max_poll_interval_s: Annotated[float, _doc("Upper bound of the adaptive squeue polling interval.", 30)] = 10.0
+    outage_tolerance: Annotated[
+        str,
+        _doc("How long contact with the login node or the Slurm controller may stay lost (reboot, restart, timeouts) "
+             "before the step gives up; the job is never cancelled or failed for it, and re-executing re-attaches.",
+             "01:00:00"),
+    ] = "00:30:00"
 
 
 class ScaffoldParams(BaseModel):
@@ -209,6 +215,7 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
 
     def plan(self, project_root: Path, cluster: str | None = None, *, strict: bool = False,
              extra_env: Sequence[tuple[str, str]] = ()) -> JobPlan:
+        self.remote_policy()  # every component plans at load time: bad submission values surface there
         return plan_job(self.get_profile(project_root, cluster), self.get_job_spec(project_root, extra_env), strict=strict)
 
     def render(self, project_root: Path, cluster: str | None = None, *, strict: bool = False) -> JobPlan:
@@ -218,11 +225,20 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
         return plan_job(profile, self.get_job_spec(project_root), strict=strict, runtime=runtime)
 
     def remote_policy(self) -> RemotePolicy:
+        """The submission attributes as the core's policy. Raises ConfigError naming the key at fault."""
+        times = {}
+        for key in ("queue_timeout", "outage_tolerance"):
+            try:
+                times[key] = parse_time_s(getattr(self.submission, key))
+            except ValueError as exc:
+                raise ConfigError(str(exc), fix="write a Slurm time such as 00:30:00 or 1-00:00:00",
+                                  location=Location(key=f"submission.{key}")) from None
         return RemotePolicy(
-            queue_timeout_s=parse_time_s(self.submission.queue_timeout),
+            queue_timeout_s=times["queue_timeout"],
             max_poll_interval_s=self.submission.max_poll_interval_s,
             retry_states=tuple(self.submission.retry_states),
             max_attempts=max(1, self.submission.max_attempts),
+            outage_tolerance_s=times["outage_tolerance"],
         )
 
     def execute(
@@ -348,7 +364,8 @@ def _placed(exc: Exception, defs_file: Path) -> ConfigError:
         key = f"resources.{exc.field}" if isinstance(exc, ResourceError) else None
         error = ConfigError(str(exc), location=Location(key=key))
     lines = _line_map(defs_file)
-    key_path: KeyPath = ("attributes", *(error.location.key or "").split(".")) if error.location.key else ("attributes",)
+    parts = (error.location.key or "").split(".") if error.location.key else []
+    key_path: KeyPath = ("attributes", *(int(p) if p.isdigit() else p for p in parts))
     here = lines.location(key_path) if lines else Location(file=defs_file, key=".".join(map(str, key_path)))
     if error.location.file is not None:
         # The fault is in a profile or template; say which asset definition led there.

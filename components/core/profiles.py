@@ -112,7 +112,7 @@ class PartitionClass(_Strict):
     @field_validator("extra_directives")
     @classmethod
     def _directives(cls, value: list[str]) -> list[str]:
-        return [shell.check_directive(v) for v in value]
+        return [shell.check_extra_directive(v) for v in value]
 
 
 class SlurmSettings(_Strict):
@@ -147,9 +147,14 @@ class SlurmSettings(_Strict):
         shell.check_directive(value.replace("{gpus}", "1"))
         return value
 
-    @field_validator("extra_directives", "srun_args")
+    @field_validator("extra_directives")
     @classmethod
     def _directives(cls, value: list[str]) -> list[str]:
+        return [shell.check_extra_directive(v) for v in value]
+
+    @field_validator("srun_args")
+    @classmethod
+    def _srun_args(cls, value: list[str]) -> list[str]:
         return [shell.check_directive(v) for v in value]
 
 

@@ -1,38 +1,44 @@
 """Slurm execution of a planned job through Dagster Pipes over SSH.
 
 Context goes up as a file in the private job directory; messages, stdout and stderr are tailed
-back while the job runs. The Dagster run records the job id so a restarted process re-attaches
-instead of submitting a duplicate; an interrupted run scancels its job.
+back while the job runs (components.core.pipes_remote). The scheduler and the job directory are
+the source of truth: lost contact with the login node or the controller is waited out up to the
+policy's outage tolerance, never read as the job's end. The Dagster run records the job id (tag
+hpc/job/<op>) and, once its outcome was reported, that outcome (hpc/outcome/<op>): a step of the
+same run lineage finds a job whose outcome was never reported and re-attaches to it, running or
+finished, instead of submitting it again. An interrupted run scancels its job.
 """
 
 from __future__ import annotations
 
-import base64
-import collections
 import io
-import json
 import os
 import shlex
-import sys
 import tarfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import dagster as dg
 
 from components.core import environments
-from components.core.local import STDERR_TAIL_LINES, unreported_checks
+from components.core.contact import ContactWatch, OutageTooLong
+from components.core.local import unreported_checks
 from components.core.metrics import job_metrics
+from components.core.outcome import Outcome, decide, pending_verdict
+from components.core.pipes_remote import RemoteFileContextInjector, RemoteFileMessageReader
 from components.core.render import RUNTIME_DIR, RUNTIME_PACKAGE, JobPlan, plan_job, render_script
+from components.core.scheduler import ACTIVE, QueueState, SchedulerUnavailable, SlurmClient, SubmissionError
 from components.core.shell import quote_path
-from components.core.scheduler import ACTIVE, FAILURE_CAUSES, SUCCESS, SlurmClient, SubmissionError
-from components.core.ssh import Transport, target_for, transport_for
+from components.core.ssh import ContactLost, target_for, transport_for
+from components.core.units import format_time
+
+T = TypeVar("T")
 
 TAG_PREFIX = "hpc/job/"
+OUTCOME_TAG_PREFIX = "hpc/outcome/"
 # Slurm kills a job KillWait seconds after its limit; allow that and a little accounting lag.
 RUN_GRACE_S = 180
 # Remote base directories as the login shell expands them, resolved once per connection target.
@@ -46,6 +52,7 @@ class RemotePolicy:
     max_poll_interval_s: float = 10.0
     retry_states: tuple[str, ...] = ()
     max_attempts: int = 1
+    outage_tolerance_s: int = 1800
 
 
 @dataclass(frozen=True)
@@ -61,98 +68,6 @@ class SubmittedJob:
     def from_tag(value: str) -> SubmittedJob | None:
         parts = value.split("|", 2)
         return SubmittedJob(*parts) if len(parts) == 3 else None
-
-
-class _Tail:
-    """Follow remote files from byte offsets, advancing only past complete lines."""
-
-    def __init__(self, transport: Transport, paths: dict[str, str]):
-        self.transport = transport
-        self.paths = paths
-        self.offsets = {name: 0 for name in paths}
-
-    def read(self) -> dict[str, list[str]]:
-        parts = [
-            f"tail -c +{self.offsets[name] + 1} {shlex.quote(path)} 2>/dev/null | base64 -w0; echo"
-            for name, path in self.paths.items()
-        ]
-        result = self.transport.run("; ".join(parts), check=False, timeout=60)
-        chunks = result.stdout.split("\n")
-        lines: dict[str, list[str]] = {}
-        for (name, _), chunk in zip(self.paths.items(), chunks):
-            data = base64.b64decode(chunk) if chunk else b""
-            complete = data.rfind(b"\n") + 1  # a partial last line waits for the next read
-            self.offsets[name] += complete
-            lines[name] = data[:complete].decode("utf-8", errors="replace").splitlines()
-        return lines
-
-
-class RemoteFileContextInjector(dg.PipesContextInjector):
-    def __init__(self, transport: Transport, path: str):
-        self.transport, self.path = transport, path
-
-    @contextmanager
-    def inject_context(self, context_data):
-        self.transport.put(json.dumps(context_data).encode(), self.path)
-        yield {"path": self.path}
-
-    def no_messages_debug_text(self) -> str:
-        return f"Pipes context was written to {self.path} on the cluster."
-
-
-class RemoteFileMessageReader(dg.PipesMessageReader):
-    """Tails the job's Pipes messages file and its stdout/stderr over the shared connection."""
-
-    def __init__(self, transport: Transport, job_dir: str, interval_s: float = 0.5):
-        self.transport, self.job_dir, self.interval_s = transport, job_dir, interval_s
-        self.messages_path = f"{job_dir}/pipes-messages.jsonl"
-        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
-        self.job_id: str | None = None
-
-    @contextmanager
-    def read_messages(self, handler) -> Iterator[dict]:
-        stop = threading.Event()
-        thread = threading.Thread(target=self._follow, args=(handler, stop), daemon=True)
-        thread.start()
-        try:
-            yield {"path": self.messages_path}
-        finally:
-            stop.set()
-            thread.join(timeout=30)
-
-    def _follow(self, handler, stop: threading.Event) -> None:
-        tail = _Tail(self.transport, {"messages": self.messages_path})
-        while True:
-            final = stop.is_set()
-            paths = {"messages": self.messages_path}
-            if self.job_id:
-                paths |= {"stdout": f"{self.job_dir}/slurm-{self.job_id}.out", "stderr": f"{self.job_dir}/slurm-{self.job_id}.err"}
-                for name in paths:
-                    tail.offsets.setdefault(name, 0)
-            tail.paths = paths
-            try:
-                lines = tail.read()
-            except Exception as exc:  # a dropped connection must not kill the step; the poller decides
-                lines = {}
-                print(f"[hpc] could not read job output yet: {exc}", file=sys.stderr)
-            for line in lines.get("messages", []):
-                try:
-                    handler.handle_message(json.loads(line))
-                except json.JSONDecodeError:
-                    print(f"[hpc] ignoring a malformed Pipes message: {line[:200]}", file=sys.stderr)
-            for line in lines.get("stdout", []):
-                sys.stdout.write(line + "\n")
-            for line in lines.get("stderr", []):
-                self.stderr_tail.append(line)
-                sys.stderr.write(line + "\n")
-            sys.stdout.flush()
-            sys.stderr.flush()
-            if final:
-                return
-            stop.wait(self.interval_s)
-
-    def no_messages_debug_text(self) -> str:
-        return f"Pipes messages are read from {self.messages_path} on the cluster."
 
 
 def pack(entries: dict[str, Path]) -> bytes:
@@ -176,6 +91,20 @@ class SlurmRun:
         self.profile = plan.profile
         self.transport = transport_for(target_for(self.profile))
         self.client = SlurmClient(self.transport)
+        log = context.log
+        self.watch = ContactWatch(self.profile.name, policy.outage_tolerance_s, log.warning, log.info)
+        self.restarts = 0
+
+    def _patiently(self, fn: Callable[..., T], *args, floor_s: float = 0.0) -> T:
+        """fn(*args), tried again while contact is lost; raises OutageTooLong after the tolerance."""
+        while True:
+            try:
+                value = fn(*args)
+            except (ContactLost, SchedulerUnavailable) as exc:
+                time.sleep(self.watch.lost(exc, floor_s))
+                continue
+            self.watch.restored()
+            return value
 
     # -- remote layout ------------------------------------------------------------------------
     def base_dir(self) -> str:
@@ -206,19 +135,24 @@ class SlurmRun:
 
     # -- attach or submit ---------------------------------------------------------------------
     def _previous_job(self) -> SubmittedJob | None:
+        """The job an earlier step of this run lineage submitted and never reported on, if any."""
         run = self.context.run
         instance = self.context.instance
         for run_id in (run.run_id, run.parent_run_id, run.root_run_id):
             if not run_id:
                 continue
             other = run if run_id == run.run_id else instance.get_run_by_id(run_id)
-            value = other.tags.get(TAG_PREFIX + self.op_name) if other else None
-            job = SubmittedJob.from_tag(value) if value else None
-            if job and job.cluster == self.profile.name:
-                state = self.client.queue_state(job.job_id)
-                if state and state.state in ACTIVE:
-                    return job
+            tags = other.tags if other else {}
+            job = SubmittedJob.from_tag(tags.get(TAG_PREFIX + self.op_name, ""))
+            if job is None or job.cluster != self.profile.name:
+                continue
+            concluded = tags.get(OUTCOME_TAG_PREFIX + self.op_name, "").split("|")[0] == job.job_id
+            return None if concluded else job
         return None
+
+    def _conclude(self, job: SubmittedJob, state: str) -> None:
+        """Record that this job's outcome was reported: a re-execution submits anew."""
+        self.context.instance.add_run_tags(self.context.run.run_id, {OUTCOME_TAG_PREFIX + self.op_name: f"{job.job_id}|{state}"})
 
     def execute(self) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         attempt = 1
@@ -235,53 +169,103 @@ class SlurmRun:
     def _attempt(self, attempt: int):
         log = self.context.log
         previous = self._previous_job() if attempt == 1 else None
-        base = self.base_dir()
-        if previous:
-            job_dir = previous.job_dir
-            log.info(f"re-attaching to Slurm job {previous.job_id} on {self.profile.name} (still {self.client.queue_state(previous.job_id).state})")
-        else:
-            environments.prepare(self.profile, self.project_root, self.transport, base)
-            job_dir = self._make_job_dir(attempt)
-        reader = RemoteFileMessageReader(self.transport, job_dir)
-        injector = RemoteFileContextInjector(self.transport, f"{job_dir}/pipes-context.json")
-        with dg.open_pipes_session(context=self.context.op_execution_context, context_injector=injector, message_reader=reader) as session:
+        try:
             if previous:
-                job = previous
+                job_dir = previous.job_dir
+                log.info(f"re-attaching to Slurm job {previous.job_id} on {self.profile.name}: an earlier step of this run "
+                         "submitted it and never reported its outcome")
             else:
-                job = self._submit(job_dir, session.get_bootstrap_env_vars())
-            reader.job_id = job.job_id
+                base = self._patiently(self.base_dir)
+                self._patiently(environments.prepare, self.profile, self.project_root, self.transport, base)
+                job_dir = self._patiently(self._make_job_dir, attempt)
+        except OutageTooLong as exc:
+            raise dg.Failure(f"{exc}; nothing was submitted. Materialize again once {self.profile.name} answers.") from None
+        reader = RemoteFileMessageReader(self.transport, job_dir, final_patience_s=self.policy.outage_tolerance_s, log=log.warning)
+        injector = RemoteFileContextInjector(lambda data, path: self._patiently(self.transport.put, data, path),
+                                             f"{job_dir}/pipes-context.json")
+        job: SubmittedJob | None = previous
+        with dg.open_pipes_session(context=self.context.op_execution_context, context_injector=injector, message_reader=reader) as session:
             try:
-                state = self._wait(job)
+                if job is None:
+                    job = self._submit(job_dir, session.get_bootstrap_env_vars())
+                reader.job_id = job.job_id
+                last = self._wait(job)
+            except OutageTooLong as exc:
+                reader.final_patience_s = 0
+                raise self._gave_up(exc, job, job_dir) from None
+            except dg.Failure:
+                reader.final_patience_s = 10
+                raise
             except BaseException:
                 # Run terminated in Dagster (or the process is going down): leave nothing running.
-                log.warning(f"cancelling Slurm job {job.job_id}")
-                self.client.cancel(job.job_id)
+                reader.final_patience_s = 5
+                if job is not None:
+                    self._cancel(job, "the run was terminated")
                 raise
-        record = self.client.accounting(job.job_id)
-        final_state = record.state if record else state
-        exit_code = record.exit_code if record else self._exit_marker(job_dir)
-        if record is None and final_state == "UNKNOWN" and exit_code == 0:
-            # No accounting, but the script itself recorded a clean exit: that is evidence, not a guess.
-            final_state = "COMPLETED"
-            log.warning(f"no accounting record for job {job.job_id}; success taken from its exit-code file")
-        metadata = job_metrics(record) if record else {"slurm_job_id": job.job_id, "slurm_state": final_state}
-        metadata |= {"cluster": self.profile.name, "job_dir": job_dir, "attempt": attempt}
-        if final_state in SUCCESS and exit_code == 0:
+        try:
+            if not reader.drained:
+                raise OutageTooLong(self.profile.name, float(self.policy.outage_tolerance_s), "the job's output could not be read")
+            record = self._patiently(self.client.accounting, job.job_id)
+            marker = self._patiently(self._exit_marker, job_dir)
+        except OutageTooLong as exc:
+            raise self._gave_up(exc, job, job_dir) from None
+        outcome = decide(last, record, marker)
+        if outcome.evidence == "exit-code file":
+            log.warning(f"no accounting record for job {job.job_id}; its outcome is taken from the exit-code file the job wrote")
+        metadata = job_metrics(record) if record else {"slurm_job_id": job.job_id}
+        metadata |= outcome.metadata() | {"cluster": self.profile.name, "job_dir": job_dir, "attempt": attempt}
+        if self.restarts or reader.executions > 1:
+            metadata["slurm_restarts"] = max(self.restarts, reader.executions - 1)
+        self._conclude(job, outcome.state)
+        if outcome.succeeded:
             results = list(session.get_results(metadata=_metadata(metadata)))
             yield from results
             yield from unreported_checks(self.context, results)
             return None
-        if final_state in self.policy.retry_states and attempt < self.policy.max_attempts:
-            return final_state
-        cause = FAILURE_CAUSES.get(final_state, "Slurm reported a state this tool does not treat as success")
-        stderr = "\n".join(reader.stderr_tail)
-        raise dg.Failure(
+        if outcome.state in self.policy.retry_states and attempt < self.policy.max_attempts:
+            return outcome.state
+        raise self._failure(job, job_dir, outcome, reader, metadata)
+
+    def _failure(self, job: SubmittedJob, job_dir: str, outcome: Outcome, reader: RemoteFileMessageReader, metadata: dict) -> dg.Failure:
+        stderr = reader.stderr_tail.text()
+        return dg.Failure(
             description=(
-                f"Slurm job {job.job_id} on {self.profile.name} ended {final_state} (exit code {exit_code}): {cause}\n"
+                f"Slurm job {job.job_id} on {self.profile.name} ended {outcome.state} ({outcome.exit_text()}): {outcome.cause()}\n"
                 f"job dir: {job_dir}\n--- last {len(reader.stderr_tail)} lines of stderr ---\n{stderr}"
             ),
-            metadata=_metadata({**metadata, "stderr_tail": stderr, "exit_code": exit_code if exit_code is not None else -1}),
+            metadata=_metadata({**metadata, "stderr_tail": stderr}),
         )
+
+    def _gave_up(self, exc: OutageTooLong, job: SubmittedJob | None, job_dir: str) -> dg.Failure:
+        host = self.transport.target.login.host
+        if job is None:
+            return dg.Failure(f"{exc}; whether the job was submitted is unknown. Re-executing this step finds it if it was "
+                              f"(job dir {job_dir}).")
+        return dg.Failure(
+            description=(
+                f"gave up following Slurm job {job.job_id} on {self.profile.name}: {exc}. The job may still be running; "
+                f"nothing was cancelled. Re-executing this step re-attaches to it and harvests its results, whatever its state; "
+                f"to stop it instead, run `scancel {job.job_id}` on {host}. Raise submission.outage_tolerance "
+                f"(now {format_time(self.policy.outage_tolerance_s)}) to wait longer.\njob dir: {job_dir}"
+            ),
+            metadata=_metadata({"slurm_job_id": job.job_id, "cluster": self.profile.name, "job_dir": job_dir,
+                                "contact_lost_s": round(exc.lost_s, 1)}),
+        )
+
+    def _cancel(self, job: SubmittedJob, why: str) -> bool:
+        log = self.context.log
+        log.warning(f"cancelling Slurm job {job.job_id}: {why}")
+        for pause in (0.5, 1.0, 2.0, 0):
+            try:
+                if self.client.cancel(job.job_id):
+                    self._conclude(job, "CANCELLED")
+                    return True
+            except ContactLost:
+                pass
+            time.sleep(pause)
+        log.error(f"could not cancel Slurm job {job.job_id} on {self.profile.name} (no contact): it may still be running. "
+                  f"Run `scancel {job.job_id}` on {self.transport.target.login.host}, or re-execute this step to re-attach to it.")
+        return False
 
     def _submit(self, job_dir: str, pipes_env: dict[str, str]) -> SubmittedJob:
         runtime = environments.activation(self.profile, self.project_root, self.base_dir())
@@ -290,33 +274,48 @@ class SlurmRun:
         if missing:
             raise dg.Failure(f"forward_env names {', '.join(missing)}, which are not set in Dagster's environment")
         if secrets:
-            self.transport.put("".join(f"{k}={shlex.quote(v)}\n" for k, v in secrets.items()).encode(), f"{job_dir}/.hpc-secrets")
+            payload = "".join(f"{k}={shlex.quote(v)}\n" for k, v in secrets.items()).encode()
+            self._patiently(self.transport.put, payload, f"{job_dir}/.hpc-secrets")
             runtime = replace(runtime, secrets_file=".hpc-secrets")
         runtime = replace(runtime, env=tuple(pipes_env.items()))
         plan = plan_job(self.profile, self.plan.job, strict=True, runtime=runtime)
         script = render_script(plan, self.project_root / "clusters")
-        self.transport.put(script.encode(), f"{job_dir}/job.sh", mode=0o700)
+        self._patiently(self.transport.put, script.encode(), f"{job_dir}/job.sh", 0o700)
         try:
             job_id = self.client.submit(job_dir)
         except SubmissionError as exc:
             raise dg.Failure(f"sbatch on {self.profile.name} refused the job: {exc}\njob dir: {job_dir}") from None
+        except ContactLost as exc:
+            # The reply was lost, not necessarily the job: ask Slurm before submitting again.
+            self.context.log.warning(f"no answer from sbatch ({exc}); looking for the job before submitting again")
+            found = self._patiently(self.client.job_in_dir, job_dir)
+            job_id = found or self.client.submit(job_dir)
         job = SubmittedJob(self.profile.name, job_id, job_dir)
         self.context.instance.add_run_tags(self.context.run.run_id, {TAG_PREFIX + self.op_name: job.tag()})
         self.context.log.info(f"submitted Slurm job {job_id} on {self.profile.name} ({job_dir})")
         return job
 
-    def _wait(self, job: SubmittedJob) -> str:
-        """Poll until the job leaves the active states; log every transition."""
+    def _wait(self, job: SubmittedJob) -> QueueState | None:
+        """Poll until the job leaves the active states; log every transition. Its last squeue
+        answer, or None when the controller no longer knows the job (accounting decides then)."""
         log = self.context.log
         limit_s = self.plan.time_limit_s
         started_pending = time.monotonic()
         started_running: float | None = None
         last: tuple[str, str] | None = None
+        warned: set[str] = set()
         polls = 0
         while True:
-            state = self.client.queue_state(job.job_id)
+            interval = min(POLL_SCHEDULE_S[min(polls, len(POLL_SCHEDULE_S) - 1)], self.policy.max_poll_interval_s)
+            state = self._patiently(self.client.queue_state, job.job_id, floor_s=interval)
             if state is None:
-                return "UNKNOWN"  # gone from squeue: accounting decides
+                return None
+            if state.restarts > self.restarts:
+                self.restarts = state.restarts
+                log.warning(f"job {job.job_id} was requeued (restart {state.restarts}): Slurm runs its script again from the "
+                            f"start; the output of execution {state.restarts + 1} follows the line '[hpc] job {job.job_id} "
+                            f"requeued' in its logs")
+                started_running = None
             if (state.state, state.reason) != last:
                 if state.state == "PENDING":
                     log.info(f"job {job.job_id} PENDING ({state.reason})")
@@ -326,23 +325,40 @@ class SlurmRun:
                     log.info(f"job {job.job_id} {state.state}" + (f" ({state.reason})" if state.reason not in ("", "None") else ""))
                 last = (state.state, state.reason)
             if state.state not in ACTIVE:
-                return state.state
+                return state
+            if state.state == "PENDING":
+                self._check_pending(job, state, warned)
             now = time.monotonic()
             if state.state == "RUNNING" and started_running is None:
                 started_running = now
             if started_running is None and now - started_pending > self.policy.queue_timeout_s:
-                self.client.cancel(job.job_id)
+                self._cancel(job, "queue timeout")
                 raise dg.Failure(f"job {job.job_id} waited in the queue longer than {self.policy.queue_timeout_s}s ({state.reason}); cancelled")
             if started_running is not None and limit_s and now - started_running > limit_s + RUN_GRACE_S:
-                self.client.cancel(job.job_id)
+                self._cancel(job, "past its time limit")
                 raise dg.Failure(f"job {job.job_id} still {state.state} {RUN_GRACE_S}s past its {limit_s}s limit; cancelled")
-            time.sleep(min(POLL_SCHEDULE_S[min(polls, len(POLL_SCHEDULE_S) - 1)], self.policy.max_poll_interval_s))
+            time.sleep(interval)
             polls += 1
+
+    def _check_pending(self, job: SubmittedJob, state: QueueState, warned: set[str]) -> None:
+        verdict = pending_verdict(state.reason)
+        if verdict is None:
+            return
+        kind, meaning, fix = verdict
+        if kind == "permanent":
+            self._cancel(job, f"pending reason {state.reason} never clears")
+            raise dg.Failure(
+                f"Slurm job {job.job_id} on {self.profile.name} can never start: {meaning} (pending reason {state.reason}); "
+                f"it was cancelled instead of waiting for the queue timeout.\n  fix: {fix}"
+            )
+        if state.reason not in warned:
+            warned.add(state.reason)
+            self.context.log.warning(f"job {job.job_id} is pending with reason {state.reason}: "
+                                     f"{meaning.format(job_id=job.job_id)}; it waits until that changes")
 
     def _exit_marker(self, job_dir: str) -> int | None:
         result = self.transport.run(f"cat {shlex.quote(job_dir)}/.hpc-exit-code 2>/dev/null", check=False)
         return int(result.stdout.strip()) if result.stdout.strip().lstrip("-").isdigit() else None
-
 
 def _metadata(values: dict[str, object]) -> dict[str, dg.MetadataValue]:
     out: dict[str, dg.MetadataValue] = {}

@@ -107,6 +107,7 @@ def _directives(
     # Relative to the job directory, where the script is submitted from: no path is baked in.
     add("--output=slurm-%j.out", "job directory layout")
     add("--error=slurm-%j.err", "job directory layout")
+    add("--open-mode=append", "job directory layout (a requeued job adds to its output instead of erasing it)")
     add(f"--partition={res.partition or pclass.partition}",
         "resources.partition" if res.partition else profile.source(*cpath, "partition"))
     qos = res.qos or pclass.qos

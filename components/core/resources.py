@@ -46,7 +46,7 @@ class JobResources:
             raise ResourceError("gpus", f"gpus must be 0 or more, got {self.gpus}")
         checks = [("mem", parse_mem_mb, self.mem), ("time", parse_time_s, self.time)]
         checks += [(n, lambda v, n=n: shell.check_directive(f"--{n}={v}"), getattr(self, n)) for n in ("partition", "qos", "account")]
-        checks += [("extra_directives", shell.check_directive, d) for d in self.extra_directives]
+        checks += [(f"extra_directives.{i}", shell.check_extra_directive, d) for i, d in enumerate(self.extra_directives)]
         for name, check, value in checks:
             if value is None:
                 continue

@@ -1,4 +1,8 @@
-"""Slurm client over a Transport: submit, observe, cancel, account. No Dagster here."""
+"""Slurm client over a Transport: submit, observe, cancel, account. No Dagster here.
+
+Every query tells three answers apart: the job's state, "Slurm does not know this job", and
+"no news" (the controller or the database did not answer). Only the first two are facts.
+"""
 
 from __future__ import annotations
 
@@ -26,9 +30,16 @@ FAILURE_CAUSES = {
 
 @dataclass(frozen=True)
 class QueueState:
+    """squeue's view of one job: state, pending reason, node list, times requeued."""
+
     state: str
     reason: str
     nodes: str
+    restarts: int = 0
+
+
+class SchedulerUnavailable(RuntimeError):
+    """squeue or sacct failed (controller restarting, "Socket timed out", database down): no news."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,8 @@ class Accounting:
     signal: int
     fields: dict[str, str]
     max_rss: str
+    # The batch step's "code:signal": a job killed by a signal shows it there, not on the job.
+    batch_exit: tuple[int, int] = (0, 0)
 
 
 def parse_job_id(sbatch_output: str) -> str:
@@ -57,31 +70,65 @@ class SlurmClient:
         self.transport = transport
 
     def submit(self, job_dir: str, script: str = "job.sh", test_only: bool = False) -> str:
+        """sbatch the script in job_dir; the job id. Never retried by the transport: a reply lost
+        in a dropped connection may still mean a queued job (see `job_in_dir`).
+
+        Raises SubmissionError when sbatch refuses, ContactLost when the answer did not arrive.
+        """
         flags = "--test-only " if test_only else "--parsable "
         try:
-            result = self.transport.run(f"cd {shlex.quote(job_dir)} && sbatch {flags}{shlex.quote(script)}")
+            result = self.transport.run(f"cd {shlex.quote(job_dir)} && sbatch {flags}{shlex.quote(script)}", idempotent=False)
         except RemoteCommandError as exc:
             raise SubmissionError(exc.result.stderr.strip() or exc.result.stdout.strip()) from None
         if test_only:
             return result.stderr.strip() or result.stdout.strip()
         return parse_job_id(result.stdout)
 
+    def job_in_dir(self, job_dir: str) -> str | None:
+        """The id of our job submitted from job_dir, if Slurm knows one (after a lost sbatch reply).
+
+        Raises SchedulerUnavailable when squeue does not answer.
+        """
+        result = self.transport.run("squeue --me -h -t all -o '%i|%Z'", check=False, timeout=60)
+        if result.exit_code != 0:
+            raise SchedulerUnavailable(_first_line(result.stderr) or f"squeue exited {result.exit_code}")
+        for line in result.stdout.splitlines():
+            job_id, _, work_dir = line.partition("|")
+            if work_dir.strip() == job_dir:
+                return job_id.strip()
+        return None
+
+    # -O fields with "|" as separator; RestartCnt counts requeues (the job id stays the same).
+    SQUEUE_FORMAT = "State:|,Reason:|,NodeList:|,RestartCnt:|"
+
     def queue_state(self, job_id: str) -> QueueState | None:
-        """The job's state while Slurm still lists it in squeue; None once it has left."""
-        result = self.transport.run(f"squeue -h -j {int(job_id.split('_')[0])} -o '%T|%r|%N' 2>/dev/null", check=False)
-        line = result.stdout.strip().splitlines()
-        if result.exit_code != 0 or not line:
+        """The job as the controller sees it, in any state (finished jobs stay MinJobAge, 300 s by default).
+
+        None when the controller does not know the job (finished long ago). Raises SchedulerUnavailable
+        when squeue fails for any other reason: a busy or restarting controller is no news.
+        """
+        result = self.transport.run(f"squeue -h -t all -j {_base_id(job_id)} -O '{self.SQUEUE_FORMAT}'", check=False, timeout=60)
+        lines = result.stdout.strip().splitlines()
+        if result.exit_code != 0:
+            if "Invalid job id" in result.stderr:
+                return None
+            raise SchedulerUnavailable(_first_line(result.stderr) or f"squeue exited {result.exit_code}")
+        if not lines:
             return None
-        state, reason, nodes = (line[0].split("|") + ["", ""])[:3]
-        return QueueState(state.strip(), reason.strip(), nodes.strip())
+        state, reason, nodes, restarts = ([part.strip() for part in lines[0].split("|")] + ["", "", "", ""])[:4]
+        return QueueState(state, reason, nodes, int(restarts) if restarts.isdigit() else 0)
 
     SACCT_FIELDS = ("JobID", "State", "ExitCode", "Elapsed", "ElapsedRaw", "Submit", "Start", "End", "NNodes", "NCPUS", "TotalCPU", "AllocTRES", "NodeList", "MaxRSS", "Timelimit")
 
     def accounting(self, job_id: str, attempts: int = 10, delay_s: float = 0.5) -> Accounting | None:
-        """sacct's record for the job; records arrive a second or two after the job ends, so retry."""
+        """sacct's final record for the job; records arrive a second or two after the job ends, so retry.
+
+        None when there is no final record after `attempts` tries (about 11 s): no accounting
+        (slurmdbd down or not configured) is not evidence of anything.
+        """
         fmt = ",".join(self.SACCT_FIELDS)
         for attempt in range(attempts):
-            result = self.transport.run(f"sacct -j {int(job_id)} -n -P --format={fmt} 2>/dev/null", check=False)
+            result = self.transport.run(f"sacct -j {_base_id(job_id)} -n -P --format={fmt} 2>/dev/null", check=False, timeout=60)
             record = self._parse_sacct(job_id, result.stdout) if result.exit_code == 0 else None
             if record is not None and record.state not in ACTIVE:
                 return record
@@ -94,12 +141,32 @@ class SlurmClient:
         if main is None:
             return None
         state = main["State"].split()[0]  # "CANCELLED by 1000" -> CANCELLED
-        code, _, sig = main["ExitCode"].partition(":")
         max_rss = max((r["MaxRSS"] for r in rows if r["MaxRSS"]), key=_rss_bytes, default="")
-        return Accounting(job_id, state, int(code or 0), int(sig or 0), main, max_rss)
+        batch = next((r for r in rows if r["JobID"] == f"{job_id}.batch"), None)
+        batch_exit = _exit_pair(batch["ExitCode"]) if batch else (0, 0)
+        return Accounting(job_id, state, *_exit_pair(main["ExitCode"]), main, max_rss, batch_exit)
 
-    def cancel(self, job_id: str) -> None:
-        self.transport.run(f"scancel {int(job_id)}", check=False)
+    def cancel(self, job_id: str) -> bool:
+        """scancel the job; True when Slurm took it or the job had already ended.
+
+        Raises ContactLost when the login node cannot be reached.
+        """
+        result = self.transport.run(f"scancel {_base_id(job_id)}", check=False, timeout=60)
+        return result.exit_code == 0 or "already completed" in result.stderr or "Invalid job id" in result.stderr
+
+
+def _base_id(job_id: str) -> int:
+    """The numeric id squeue/sacct/scancel take; refuses anything else, so nothing odd reaches a shell."""
+    return int(str(job_id).split("_")[0])
+
+
+def _exit_pair(text: str) -> tuple[int, int]:
+    code, _, sig = (text or "").partition(":")
+    return (int(code) if code.isdigit() else 0, int(sig) if sig.isdigit() else 0)
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
 def _rss_bytes(text: str) -> float:

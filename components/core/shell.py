@@ -85,6 +85,40 @@ def check_directive(text: str) -> ShellSafe:
     )
 
 
+# sbatch options that would break how a job is followed: its files, its id, its single run.
+# Long name -> (short letter, why).
+UNFOLLOWABLE = {
+    "array": ("a", "job arrays are not supported yet: every task would share one job directory and Pipes channel"),
+    "output": ("o", "the job's stdout must be slurm-%j.out in its job directory, where it is tailed"),
+    "error": ("e", "the job's stderr must be slurm-%j.err in its job directory, where it is tailed"),
+    "open-mode": (None, "output is appended so that a requeued job keeps the lines of every execution"),
+    "chdir": ("D", "the job runs in its job directory; its paths are relative to it"),
+    "parsable": (None, "the submission already reads the job id; sbatch options are not a place for it"),
+    "wait": ("W", "the job is followed by polling; --wait would block the submission"),
+    "dependency": ("d", "dependencies between assets are Dagster's: declare deps instead"),
+    "kill-on-invalid-dep": (None, "dependencies between assets are Dagster's: declare deps instead"),
+    "hold": ("H", "a held job would wait until its queue timeout"),
+    "wrap": (None, "the job script is generated from the workload"),
+    "test-only": (None, "use `hpc render --strict` to check a job without running it"),
+}
+_SHORT_UNFOLLOWABLE = {short: long for long, (short, _) in UNFOLLOWABLE.items() if short}
+
+
+def check_extra_directive(text: str) -> ShellSafe:
+    """An extra `#SBATCH` option from YAML: well-formed and not one that breaks following the job.
+
+    Raises ValueError naming the option and why it is refused.
+    """
+    option = check_directive(text)
+    if option.startswith("--"):
+        name = option[2:].split("=", 1)[0]
+    else:
+        name = _SHORT_UNFOLLOWABLE.get(option[1], "")
+    if name in UNFOLLOWABLE:
+        raise ValueError(f"sbatch option {text!r} is refused: {UNFOLLOWABLE[name][1]}")
+    return option
+
+
 def check_line(line: str) -> ShellSafe:
     """A profile's set-up line is shell code by design; it must at least stay one line."""
     if "\n" in line or "\r" in line or "\0" in line:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import getpass
 import os
+import select
 import shlex
 import socket
 import threading
@@ -27,6 +28,13 @@ from components.core.profiles import ClusterProfile, from_environment
 
 class TransportError(RuntimeError):
     """The cluster could not be reached or refused us; the message says what to do."""
+
+
+class ContactLost(TransportError):
+    """The login node did not answer or the connection dropped: a passing fault, nothing about the job.
+
+    Host-key and authentication failures are plain TransportErrors: they do not fix themselves.
+    """
 
 
 @dataclass(frozen=True)
@@ -190,10 +198,13 @@ def _host_keys_hint(target: SSHTarget, hop: Hop) -> str:
 class Transport:
     """One authenticated connection, reused for every command; reconnects with backoff."""
 
+    retry_gap_s = 2.0
+
     def __init__(self, target: SSHTarget):
         self.target = target
         self._conn: Connection | None = None
         self._lock = threading.Lock()
+        self._down: tuple[float, ContactLost] | None = None
         self.connects = 0
 
     def _connection(self, hop: Hop, gateway: Connection | None) -> Connection:
@@ -249,9 +260,10 @@ class Transport:
                         f"authentication as {hop.user} on {hop.host}:{hop.port} failed ({exc}); "
                         "check the key/certificate in the profile and that the user is right"
                     ) from None
-                raise TransportError(f"SSH to {hop.host}:{hop.port} failed: {exc}") from None
-            except (OSError, socket.timeout) as exc:
-                raise TransportError(f"cannot reach {hop.host}:{hop.port}: {exc}") from None
+                # Banner or negotiation errors: the host is rebooting or overloaded.
+                raise ContactLost(f"SSH to {hop.host}:{hop.port} failed: {exc}") from None
+            except (OSError, EOFError, socket.timeout) as exc:
+                raise ContactLost(f"cannot reach {hop.host}:{hop.port}: {exc}") from None
             if self.target.keepalive_s and conn.transport is not None:
                 conn.transport.set_keepalive(self.target.keepalive_s)
             gateway = conn
@@ -283,33 +295,53 @@ class Transport:
                 self._conn = self._open_with_backoff()
             return self._conn
 
-    def _open_with_backoff(self, attempts: int = 4) -> Connection:
+    def _open_with_backoff(self, attempts: int = 3) -> Connection:
+        """Open, riding out a blip of a second or two; a longer outage is the caller's to wait out.
+
+        Raises ContactLost while the host is unreachable, TransportError for host keys and
+        authentication (which will not fix themselves). After a failed open, callers within
+        `retry_gap_s` get the same ContactLost at once: the log tailer and the poller of a step
+        must not hammer a login node that is down.
+        """
+        now = time.monotonic()
+        if self._down is not None and now < self._down[0]:
+            raise self._down[1]
         delay = 0.5
         for attempt in range(1, attempts + 1):
             try:
-                return self._open()
-            except TransportError as exc:
-                # Host keys and authentication will not fix themselves: fail at once.
-                if attempt == attempts or "cannot reach" not in str(exc) and "failed:" not in str(exc):
+                conn = self._open()
+                self._down = None
+                return conn
+            except ContactLost as exc:
+                if attempt == attempts:
+                    self._down = (time.monotonic() + self.retry_gap_s, exc)
                     raise
             time.sleep(delay)
             delay *= 2
         raise AssertionError("unreachable")
 
-    def run(self, command: str, *, stdin: bytes | None = None, timeout: float | None = 120, check: bool = True) -> CommandResult:
-        """Run one command through bash on the login node."""
+    def run(self, command: str, *, stdin: bytes | None = None, timeout: float | None = 120, check: bool = True,
+            idempotent: bool = True) -> CommandResult:
+        """Run one command through bash on the login node and read its output to the end.
+
+        `timeout` (seconds) bounds the whole command. A dropped connection is reopened once and an
+        idempotent command run again; a command that must not run twice (sbatch) is not.
+        Raises ContactLost when the login node cannot be reached or stops answering,
+        RemoteCommandError for a non-zero exit with `check`.
+        """
         last: Exception | None = None
-        for _ in range(2):  # one reconnect if the connection dropped under us
+        for _ in range(2 if idempotent else 1):
             conn = self.connection()
             try:
                 return self._exec(conn, command, stdin, timeout, check)
-            except (paramiko.SSHException, EOFError, OSError) as exc:
+            except (paramiko.SSHException, EOFError, OSError, TimeoutError) as exc:
                 last = exc
                 with self._lock:
                     self._close_locked()
-        raise TransportError(f"lost the SSH connection to {self.target.login.host}: {last}")
+        raise ContactLost(f"lost the SSH connection to {self.target.login.host}: {last or 'no answer'}")
 
     def _exec(self, conn: Connection, command: str, stdin: bytes | None, timeout: float | None, check: bool) -> CommandResult:
+        deadline = None if timeout is None else time.monotonic() + timeout
         channel = conn.transport.open_session(timeout=timeout)
         try:
             channel.settimeout(timeout)
@@ -318,19 +350,24 @@ class Transport:
                 channel.sendall(stdin)
             channel.shutdown_write()
             out, err = bytearray(), bytearray()
-            while True:
+            # The exit status can arrive while output is still in flight: read to EOF, not to the status.
+            while not (channel.eof_received or channel.closed):
                 if channel.recv_ready():
-                    out += channel.recv(65536)
+                    out += channel.recv(1 << 20)
                 elif channel.recv_stderr_ready():
-                    err += channel.recv_stderr(65536)
-                elif channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
-                    break
+                    err += channel.recv_stderr(1 << 20)
                 else:
-                    channel.status_event.wait(0.01)
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise TimeoutError(f"no answer within {timeout:.0f}s")
+                    select.select([channel], [], [], 1.0 if left is None else min(left, 1.0))
+            # EOF comes after the last data packet: whatever is buffered now is all there is.
             while channel.recv_ready():
-                out += channel.recv(65536)
+                out += channel.recv(1 << 20)
             while channel.recv_stderr_ready():
-                err += channel.recv_stderr(65536)
+                err += channel.recv_stderr(1 << 20)
+            if not channel.status_event.wait(None if deadline is None else max(0.1, deadline - time.monotonic())):
+                raise TimeoutError(f"no exit status within {timeout:.0f}s")
             result = CommandResult(channel.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace"))
         finally:
             channel.close()
@@ -339,8 +376,11 @@ class Transport:
         return result
 
     def put(self, data: bytes, remote_path: str, mode: int = 0o600) -> None:
-        """Write a file atomically enough for our use: private from its first byte."""
-        self.run(f"umask 077 && cat > {shlex.quote(remote_path)} && chmod {mode:o} {shlex.quote(remote_path)}", stdin=data)
+        """Write a file private from its first byte and whole or not at all (renamed into place)."""
+        path = shlex.quote(remote_path)
+        part = shlex.quote(remote_path + ".part")
+        self.run(f"umask 077 && cat > {part} && test $(stat -c %s {part}) = {len(data)} && chmod {mode:o} {part} && mv -f {part} {path}",
+                 stdin=data)
 
     def close(self) -> None:
         with self._lock:

@@ -8,6 +8,7 @@
 #   --job-name=raw__numbers <- asset raw/numbers
 #   --output=slurm-%j.out <- job directory layout
 #   --error=slurm-%j.err <- job directory layout
+#   --open-mode=append <- job directory layout (a requeued job adds to its output instead of erasing it)
 #   --partition=dcgp_usr_prod <- clusters/leonardo.yaml:26 slurm.partitions.cpu.partition
 #   --qos=normal <- clusters/leonardo.yaml:27 slurm.partitions.cpu.qos
 #   --account=EUHPC_D20_063 <- $LEONARDO_ACCOUNT (clusters/leonardo.yaml:16 slurm.account_env)
@@ -19,6 +20,7 @@
 #SBATCH --job-name=raw__numbers
 #SBATCH --output=slurm-%j.out
 #SBATCH --error=slurm-%j.err
+#SBATCH --open-mode=append
 #SBATCH --partition=dcgp_usr_prod
 #SBATCH --qos=normal
 #SBATCH --account=EUHPC_D20_063
@@ -31,6 +33,13 @@
 set -euo pipefail
 # Job directories and everything the workload writes stay private to the user.
 umask 077
+# A requeued job runs this script again in the same directory, appending to its output files:
+# mark where each execution starts, and let no exit code of an earlier one stand.
+if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then
+  echo "[hpc] job ${SLURM_JOB_ID} requeued: execution $((SLURM_RESTART_COUNT + 1)) starts on $(hostname)"
+  echo "[hpc] job ${SLURM_JOB_ID} requeued: execution $((SLURM_RESTART_COUNT + 1)) starts on $(hostname)" >&2
+fi
+rm -f .hpc-exit-code
 
 # Leonardo compute nodes have no internet: models and datasets must be staged beforehand.
 export HPC_DATA_DIR="${WORK}"/dagster-hpc/data

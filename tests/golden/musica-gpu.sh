@@ -8,6 +8,7 @@
 #   --job-name=raw__numbers <- asset raw/numbers
 #   --output=slurm-%j.out <- job directory layout
 #   --error=slurm-%j.err <- job directory layout
+#   --open-mode=append <- job directory layout (a requeued job adds to its output instead of erasing it)
 #   --partition=zen4_0768_h100x4 <- clusters/musica.yaml:44 slurm.partitions.gpu.partition
 #   --qos=zen4_0768_h100x4 <- clusters/musica.yaml:45 slurm.partitions.gpu.qos
 #   --account=p72000 <- $MUSICA_ACCOUNT (clusters/musica.yaml:15 slurm.account_env)
@@ -18,6 +19,7 @@
 #SBATCH --job-name=raw__numbers
 #SBATCH --output=slurm-%j.out
 #SBATCH --error=slurm-%j.err
+#SBATCH --open-mode=append
 #SBATCH --partition=zen4_0768_h100x4
 #SBATCH --qos=zen4_0768_h100x4
 #SBATCH --account=p72000
@@ -31,6 +33,13 @@
 set -euo pipefail
 # Job directories and everything the workload writes stay private to the user.
 umask 077
+# A requeued job runs this script again in the same directory, appending to its output files:
+# mark where each execution starts, and let no exit code of an earlier one stand.
+if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then
+  echo "[hpc] job ${SLURM_JOB_ID} requeued: execution $((SLURM_RESTART_COUNT + 1)) starts on $(hostname)"
+  echo "[hpc] job ${SLURM_JOB_ID} requeued: execution $((SLURM_RESTART_COUNT + 1)) starts on $(hostname)" >&2
+fi
+rm -f .hpc-exit-code
 
 # MUSICA exports the submitting shell's environment (--export=ALL): drop a leaked virtualenv.
 unset VIRTUAL_ENV PYTHONHOME

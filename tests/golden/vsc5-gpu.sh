@@ -8,6 +8,7 @@
 #   --job-name=raw__numbers <- asset raw/numbers
 #   --output=slurm-%j.out <- job directory layout
 #   --error=slurm-%j.err <- job directory layout
+#   --open-mode=append <- job directory layout (a requeued job adds to its output instead of erasing it)
 #   --partition=zen3_0512_a100x2 <- clusters/vsc5.yaml:47 slurm.partitions.gpu.partition
 #   --qos=zen3_0512_a100x2 <- clusters/vsc5.yaml:48 slurm.partitions.gpu.qos
 #   --account=p71234 <- $VSC5_ACCOUNT (clusters/vsc5.yaml:15 slurm.account_env)
@@ -18,6 +19,7 @@
 #SBATCH --job-name=raw__numbers
 #SBATCH --output=slurm-%j.out
 #SBATCH --error=slurm-%j.err
+#SBATCH --open-mode=append
 #SBATCH --partition=zen3_0512_a100x2
 #SBATCH --qos=zen3_0512_a100x2
 #SBATCH --account=p71234
@@ -31,6 +33,13 @@
 set -euo pipefail
 # Job directories and everything the workload writes stay private to the user.
 umask 077
+# A requeued job runs this script again in the same directory, appending to its output files:
+# mark where each execution starts, and let no exit code of an earlier one stand.
+if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then
+  echo "[hpc] job ${SLURM_JOB_ID} requeued: execution $((SLURM_RESTART_COUNT + 1)) starts on $(hostname)"
+  echo "[hpc] job ${SLURM_JOB_ID} requeued: execution $((SLURM_RESTART_COUNT + 1)) starts on $(hostname)" >&2
+fi
+rm -f .hpc-exit-code
 
 # VSC-5 asks jobs not to rely on ~/.bashrc: start from a clean module environment.
 # Batch shells are not login shells: make sure the module command exists.
