@@ -10,6 +10,11 @@
 #   scripts/test-cluster.sh down            # cancel jobs, stop every daemon by its PID file
 #   scripts/test-cluster.sh down --purge    # ... and delete the state dir and the configs written here
 #   scripts/test-cluster.sh install         # packages only (used by docker/Dockerfile)
+#   scripts/test-cluster.sh stop DAEMON     # fault injection: stop one daemon (sshd-login also drops
+#   scripts/test-cluster.sh start DAEMON    #   every open session, as a reboot would), start it again
+#   scripts/test-cluster.sh flaky-squeue on|off   # squeue fails every other call for the test user,
+#                                           #   as on a busy controller ("Socket timed out")
+#   DAEMON: munged mariadb slurmdbd slurmctld slurmd-hpc-node1 ... sshd-login sshd-jump
 #
 # Debian 12, run as root, no systemd: daemons are started by hand and tracked by PID files.
 # After `up`: source "$HPC_TEST_CLUSTER_DIR/env.sh" (connection details for tests and the docker profile).
@@ -564,6 +569,7 @@ cmd_down() {
     wait_for 15 bash -c '[ -z "$(squeue -h -t PD,R,CG,CF,S 2>/dev/null)" ]' || true
   fi
   local d
+  cmd_flaky_squeue off >/dev/null
   for d in $(daemons | tac); do stop_daemon "$d"; done
   # slurmd of a node count that was changed since `up`
   for d in "$RUN"/slurmd-*.pid; do [ -e "$d" ] && stop_daemon "$(basename "$d" .pid)"; done
@@ -596,6 +602,68 @@ cmd_status() {
   return $rc
 }
 
+# Every process below a PID (the sessions an sshd forked), deepest first.
+descendants() {
+  local child
+  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do descendants "$child"; echo "$child"; done
+}
+
+known_daemon() {
+  local all; all=$(daemons | paste -sd' ')
+  [[ " $all " == *" $1 "* ]] || die "unknown daemon '$1' (one of: $all)"
+}
+
+cmd_stop() { # stop <daemon>: what an outage looks like from outside
+  local name=${1:?daemon name} pid sessions=''
+  known_daemon "$name"
+  if [[ $name == sshd-* ]] && alive "$name"; then
+    # A rebooting login node takes its open connections with it, not only the listener.
+    pid=$(cat "$(pidfile "$name")"); sessions=$(descendants "$pid")
+  fi
+  stop_daemon "$name"
+  # shellcheck disable=SC2086  # a list of PIDs
+  [ -z "$sessions" ] || kill -9 $sessions 2>/dev/null || true
+  log "$name stopped${sessions:+ with $(wc -w <<< "$sessions") session process(es)}"
+}
+
+cmd_start() { # start <daemon>, waiting until it serves again
+  local name=${1:?daemon name}
+  known_daemon "$name"
+  case $name in
+    munged) start_munge ;;
+    mariadb) start_mariadb ;;
+    slurmdbd) start_slurmdbd ;;
+    slurmctld|slurmd-*) start_slurm ;;
+    sshd-*) start_sshd ;;
+  esac
+}
+
+FLAKY=/usr/local/bin/squeue
+cmd_flaky_squeue() { # on|off
+  case ${1:-} in
+    on)
+      # Ahead of /usr/bin in every PATH; only the test user's calls flake, every other one.
+      cat > "$FLAKY" <<SHIM
+#!/bin/bash
+$MARKER
+if [ "\$(id -un)" = "$TEST_USER" ]; then
+  count=\$(( \$(cat "\$HOME/.hpc-flaky-squeue" 2>/dev/null || echo 0) + 1 ))
+  echo "\$count" > "\$HOME/.hpc-flaky-squeue"
+  if [ \$(( count % 2 )) = 1 ]; then
+    echo "slurm_load_jobs error: Socket timed out on send/recv operation" >&2
+    exit 1
+  fi
+fi
+exec /usr/bin/squeue "\$@"
+SHIM
+      chmod 755 "$FLAKY"; log "squeue now fails every other call for $TEST_USER" ;;
+    off)
+      if [ -f "$FLAKY" ] && grep -qF "$MARKER" "$FLAKY"; then rm -f "$FLAKY"; fi
+      log "squeue answers normally" ;;
+    *) die "flaky-squeue on|off" ;;
+  esac
+}
+
 # One `up`/`down` at a time on this machine: /etc/slurm, munged and the ports are shared, and test
 # sessions running side by side each call `up` and `down`. Daemons are started with fd 9 closed
 # (`9>&-`), or they would hold the lock for as long as they run.
@@ -611,5 +679,8 @@ case ${1:-up} in
   down) lock; cmd_down "${2:-}" ;;
   status) cmd_status ;;
   install) install_packages ;;
-  *) echo "usage: $0 up | down [--purge] | status | install" >&2; exit 2 ;;
+  stop) cmd_stop "${2:-}" ;;
+  start) lock; cmd_start "${2:-}" ;;
+  flaky-squeue) cmd_flaky_squeue "${2:-}" ;;
+  *) echo "usage: $0 up | down [--purge] | status | install | stop DAEMON | start DAEMON | flaky-squeue on|off" >&2; exit 2 ;;
 esac

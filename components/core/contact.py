@@ -37,13 +37,17 @@ class ContactWatch:
         self._warn, self._info, self._clock = log_warning, log_info, clock
         self.since: float | None = None
         self._tries = 0
+        self._announced = False
         self.outages: list[float] = []  # durations of the outages that ended, seconds
 
     def lost(self, error: Exception, floor_s: float = 0.0) -> float:
         """Note a failed contact; the pause before the next try (seconds). Raises OutageTooLong."""
         now = self._clock()
         if self.since is None:
-            self.since, self._tries = now, 0
+            self.since, self._tries, self._announced = now, 0, False
+        elif not self._announced:
+            # One failed answer on a busy controller is no news worth a log line; two in a row are.
+            self._announced = True
             self._warn(f"lost contact with {self.cluster}: {_one_line(error)}. Nothing is concluded about the job "
                        f"while contact is lost; retrying for up to {format_time(int(self.tolerance_s))}")
         elapsed = now - self.since
@@ -57,9 +61,10 @@ class ContactWatch:
         if self.since is None:
             return
         lost_s = self._clock() - self.since
-        self.outages.append(lost_s)
         self.since = None
-        self._info(f"contact with {self.cluster} restored after {lost_s:.0f}s")
+        if self._announced:
+            self.outages.append(lost_s)
+            self._info(f"contact with {self.cluster} restored after {lost_s:.0f}s")
 
 
 def _one_line(error: Exception) -> str:

@@ -56,5 +56,7 @@ set -e
 # The exit code survives even when accounting is unavailable.
 echo "$status" > .hpc-exit-code
 
+# On a line of its own, even after a last line of the workload's that had no newline.
+[ -z "$(tail -c 1 "slurm-${SLURM_JOB_ID:-}.err" 2>/dev/null)" ] || echo >&2
 echo "job ${SLURM_JOB_ID:-?} on ${SLURM_JOB_NODELIST:-?} finished with exit code ${status}" >&2
 exit "$status"
