@@ -71,7 +71,7 @@ def check_module_name(name: str) -> str:
 # A directive value may contain what Slurm's own syntax needs (gres lists, node lists,
 # mail addresses, time specs) but nothing that a shell or sbatch's parser would treat specially.
 _DIRECTIVE = re.compile(r"^--[a-z][a-z0-9-]*(=[A-Za-z0-9_.,:@%+/\[\]=-]+)?$")
-_SHORT_DIRECTIVE = re.compile(r"^-[A-Za-z] ?[A-Za-z0-9_.,:@%+/\[\]=-]+$")
+_SHORT_DIRECTIVE = re.compile(r"^-[A-Za-z](?: ?[A-Za-z0-9_.,:@%+/\[\]=-]+)?$")
 
 
 def check_directive(text: str) -> ShellSafe:

@@ -64,3 +64,32 @@ def test_vsc5_multi_node_gpu_jobs_take_whole_nodes(vsc5):
 def test_bad_requests_fail_at_construction(kwargs, message):
     with pytest.raises(ValueError, match=message):
         JobResources(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "option",
+    ["--array=0-9", "-a 0-9", "--output=x.log", "-o x.log", "--error=e.log", "-e e.log", "--open-mode=truncate",
+     "--chdir=/tmp", "-D /tmp", "--parsable", "--wait", "-W", "--dependency=afterok:1", "-d afterok:1", "--hold", "-H",
+     "--kill-on-invalid-dep=yes", "--wrap=true", "--test-only"],
+)
+def test_directives_that_break_following_a_job_are_refused(option):
+    from components.core.resources import ResourceError
+
+    with pytest.raises(ResourceError, match="is refused") as info:
+        JobResources(extra_directives=("--constraint=a100", option))
+    assert info.value.field == "extra_directives.1"
+
+
+@pytest.mark.parametrize("option", ["--requeue", "--no-requeue", "--constraint=a100", "--begin=now+60", "-C a100", "--signal=B:USR1@60"])
+def test_other_directives_pass(option):
+    JobResources(extra_directives=(option,))
+
+
+def test_profile_extra_directives_are_checked_too(tmp_path, clusters_dir):
+    import shutil
+
+    shutil.copytree(clusters_dir, tmp_path / "clusters")
+    profile = tmp_path / "clusters" / "docker.yaml"
+    profile.write_text(profile.read_text().replace("slurm:\n", "slurm:\n  extra_directives: [--wait]\n", 1))
+    with pytest.raises(ConfigError, match="--wait' is refused"):
+        load_profile("docker", tmp_path / "clusters")

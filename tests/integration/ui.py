@@ -99,18 +99,18 @@ class DagsterUI:
     def status(self, run_id: str) -> str:
         return self.query(STATUS, {"id": run_id})["runOrError"]["status"]
 
-    def wait(self, run_id: str, timeout_s: float = 300) -> str:
-        deadline = time.monotonic() + timeout_s
+    def wait(self, run_id: str, timeout: float = 300) -> str:
+        deadline = time.monotonic() + timeout
         while (status := self.status(run_id)) not in TERMINAL:
             if time.monotonic() > deadline:
-                raise AssertionError(f"run {run_id} still {status} after {timeout_s}s")
+                raise AssertionError(f"run {run_id} still {status} after {timeout}s")
             time.sleep(0.5)
         return status
 
     def instance(self):
         import dagster as dg
 
-        return dg.DagsterInstance.from_ref(dg.InstanceRef.from_dir(str(self.home)))
+        return dg.DagsterInstance.from_config(str(self.home))
 
     def kill_run_processes(self, run_id: str) -> int:
         """SIGKILL every process working on the run (run worker, step workers): a dead orchestrator."""
