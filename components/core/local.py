@@ -7,7 +7,6 @@ a failing workload fails the step with its exit code and the tail of its stderr.
 
 from __future__ import annotations
 
-import collections
 import os
 import shutil
 import signal
@@ -22,6 +21,7 @@ from pathlib import Path
 import dagster as dg
 
 from components.core.render import RUNTIME_DIR, RUNTIME_PACKAGE
+from components.core.tail import StderrTail, cap_line
 
 STDERR_TAIL_LINES = 40
 KEEP_JOB_DIRS_ENV = "HPC_KEEP_JOB_DIRS"
@@ -43,11 +43,11 @@ def make_job_dir(root: Path, name: str) -> Path:
     return candidate
 
 
-def _pump(stream, tail: collections.deque, sink) -> None:
+def _pump(stream, tail: StderrTail, sink) -> None:
     for raw in iter(stream.readline, b""):
-        line = raw.decode("utf-8", errors="replace")
-        tail.append(line.rstrip("\n"))
-        sink.write(line)
+        line = raw.decode("utf-8", errors="replace").rstrip("\n")
+        tail.append(line)
+        sink.write(cap_line(line) + "\n")
         sink.flush()
     stream.close()
 
@@ -81,7 +81,7 @@ def run_script(
     (job_dir / "workloads").symlink_to(workloads_dir.resolve(), target_is_directory=True)
     (job_dir / RUNTIME_PACKAGE).symlink_to(RUNTIME_DIR, target_is_directory=True)
 
-    tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+    tail = StderrTail(STDERR_TAIL_LINES)
     # Pipes flags one of its own internals as a preview feature; the warning means nothing to users.
     warnings.filterwarnings("ignore", category=dg.PreviewWarning, module="dagster._core.pipes")
     with dg.open_pipes_session(
@@ -112,7 +112,7 @@ def run_script(
         elapsed = time.monotonic() - started
 
     if returncode != 0:
-        stderr_tail = "\n".join(tail)
+        stderr_tail = tail.text()
         raise dg.Failure(
             description=(
                 f"workload exited with code {returncode} after {elapsed:.1f}s (job dir {job_dir})\n"

@@ -24,7 +24,8 @@ import dagster as dg
 from components.core.ssh import ContactLost, Transport
 from components.core.tail import LINE_CAP, RemoteTail, ShortRead, StderrTail, cap_line
 
-REPORT_METHODS = ("report_asset_materialization", "report_asset_check")
+# Results (and the end of the session that follows them) count only from the job's last execution.
+HELD_BACK = ("report_asset_materialization", "report_asset_check", "closed")
 
 
 class RemoteFileContextInjector(dg.PipesContextInjector):
@@ -151,7 +152,7 @@ class RemoteFileMessageReader(dg.PipesMessageReader):
             return
         if method == "opened":
             self._opened = True
-        if method in REPORT_METHODS:
+        if method in HELD_BACK:
             # Held back until the job has ended: a requeue may still replace them.
             self._reports.append(message)
             return

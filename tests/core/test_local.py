@@ -73,3 +73,12 @@ def test_secrets_are_forwarded_not_written(project, monkeypatch):
     assert meta["token_seen"].value is True
     assert meta["in_script"].value is False
     assert not any("s3cret" in (r.user_message or "") for r in instance.all_logs(result.run_id))
+
+
+def test_a_10mb_stderr_line_is_cut_in_the_failure(project, monkeypatch):
+    (project / "workloads" / "draw_numbers.py").write_text("import sys\nsys.stderr.write('E' * 10_000_000 + '\\n')\nsys.exit(1)\n")
+    result, _ = _materialize(project, ["raw/numbers"], monkeypatch)
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    text = failure.step_failure_data.error.message
+    assert "exited with code 1" in text and "MB cut]" in text and len(text) < 50_000
+    assert len(failure.step_failure_data.user_failure_data.metadata["stderr_tail"].value) < 50_000

@@ -244,7 +244,8 @@ def test_requeued_job_keeps_every_line_of_both_executions(ui):
         for i in range(3):
             assert f"execution {execution} line {i}" in output, (execution, i)
     assert f"[hpc] job {job_id} requeued: execution 2 starts on" in output
-    assert output.index("execution 1 line 0") < output.index("requeued: execution 2") < output.index("execution 2 line 0")
+    stdout = captured_output(ui.home, run_id, (".out",))
+    assert stdout.index("execution 1 line 0") < stdout.index("requeued: execution 2") < stdout.index("execution 2 line 0")
     assert _jobs_of(run_id) == [job_id]
 
 

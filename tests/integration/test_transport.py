@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from components.core.profiles import load_profile
@@ -43,4 +45,5 @@ def test_a_login_node_that_is_gone_is_contact_lost(transport):
             transport.run("true")
     finally:
         _cluster("start", "sshd-login")
+    time.sleep(transport.retry_gap_s)
     assert transport.run("echo back").stdout == "back\n"

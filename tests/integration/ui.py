@@ -173,10 +173,10 @@ def failure_metadata(instance, run_id: str) -> dict:
     return {}
 
 
-def captured_output(home: Path, run_id: str) -> str:
-    """Everything the run's steps wrote to stdout/stderr, as the compute log manager kept it."""
+def captured_output(home: Path, run_id: str, suffixes: tuple[str, ...] = (".out", ".err")) -> str:
+    """What the run's steps wrote to stdout (.out) and stderr (.err), as the compute log manager kept it."""
     texts = []
     for path in sorted((home / "storage").rglob("*")):
-        if path.is_file() and run_id in str(path) and path.suffix in (".out", ".err"):
+        if path.is_file() and run_id in str(path) and path.suffix in suffixes:
             texts.append(path.read_text(errors="replace"))
     return "\n".join(texts)
