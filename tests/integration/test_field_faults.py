@@ -91,7 +91,8 @@ ASSETS = {
     "flaky_squeue": ("ticker.py", "python", ["20", "10"], ""),
     "dbd_down_exit3": ("exit3.sh", "bash", [], ""),
     "requeued": ("requeue.py", "python", [], "resources: {time: \"00:10:00\", extra_directives: [--requeue]}\n"),
-    "bursts": ("bursts.py", "python", [], ""),
+    # Through the jump host: two SSH hops make an answer cut at the exit status likely (seen here).
+    "bursts": ("bursts.py", "python", [], "cluster: docker-jump\n"),
     "partial_line": ("partial.sh", "bash", [], ""),
     "orphan": ("ticker.py", "python", ["25", "5"], ""),
     "give_up": ("ticker.py", "python", ["40", "8"], "submission: {outage_tolerance: \"00:00:15\"}\n"),
@@ -105,13 +106,17 @@ WORKLOADS = {"ticker.py": TICKER, "requeue.py": REQUEUE, "bursts.py": BURSTS, "p
 @pytest.fixture(scope="module")
 def ui(slurm_cluster, tmp_path_factory):
     project = copy_project(tmp_path_factory.mktemp("field"))
+    (project / "clusters" / "docker-jump.yaml").write_text(
+        "extends: docker\ndescription: the test cluster through its jump host\nssh:\n  jump_hosts:\n    - {host: 127.0.0.1, port: 2223}\n")
     for name, code in WORKLOADS.items():
         (project / "workloads" / name).write_text(code)
     for name, (script, launcher, args, extra) in ASSETS.items():
         folder = project / "defs" / "field" / name
         folder.mkdir(parents=True)
         body = (f"type: components.SlurmAssetComponent\nattributes:\n  assets:\n    - key: field/{name}\n"
-                f"  script: {script}\n  launcher: {launcher}\n  args: {args!r}\n  cluster: docker\n")
+                f"  script: {script}\n  launcher: {launcher}\n  args: {args!r}\n")
+        if "cluster:" not in extra:
+            body += "  cluster: docker\n"
         if "resources:" not in extra:
             body += "  resources: {time: \"00:05:00\"}\n"
         body += textwrap.indent(extra, "  ")
