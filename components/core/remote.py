@@ -39,6 +39,7 @@ T = TypeVar("T")
 
 TAG_PREFIX = "hpc/job/"
 OUTCOME_TAG_PREFIX = "hpc/outcome/"
+UNCONFIRMED = "unconfirmed"  # the job id of a submission whose sbatch answer has not arrived
 # Slurm kills a job KillWait seconds after its limit; allow that and a little accounting lag.
 RUN_GRACE_S = 180
 # Remote base directories as the login shell expands them, resolved once per connection target.
@@ -147,7 +148,13 @@ class SlurmRun:
             if job is None or job.cluster != self.profile.name:
                 continue
             concluded = tags.get(OUTCOME_TAG_PREFIX + self.op_name, "").split("|")[0] == job.job_id
-            return None if concluded else job
+            if concluded:
+                return None
+            if job.job_id == UNCONFIRMED:
+                # sbatch's answer was lost: Slurm knows whether the job exists.
+                found = self._patiently(self.client.job_in_dir, job.job_dir)
+                return replace(job, job_id=found) if found else None
+            return job
         return None
 
     def _conclude(self, job: SubmittedJob, state: str) -> None:
@@ -168,8 +175,8 @@ class SlurmRun:
 
     def _attempt(self, attempt: int):
         log = self.context.log
-        previous = self._previous_job() if attempt == 1 else None
         try:
+            previous = self._previous_job() if attempt == 1 else None
             if previous:
                 job_dir = previous.job_dir
                 log.info(f"re-attaching to Slurm job {previous.job_id} on {self.profile.name}: an earlier step of this run "
@@ -239,8 +246,8 @@ class SlurmRun:
     def _gave_up(self, exc: OutageTooLong, job: SubmittedJob | None, job_dir: str) -> dg.Failure:
         host = self.transport.target.login.host
         if job is None:
-            return dg.Failure(f"{exc}; whether the job was submitted is unknown. Re-executing this step finds it if it was "
-                              f"(job dir {job_dir}).")
+            return dg.Failure(f"{exc}; whether sbatch queued the job is unknown. Re-executing this step asks Slurm for a job "
+                              f"in {job_dir} and re-attaches to it if there is one, else submits.")
         return dg.Failure(
             description=(
                 f"gave up following Slurm job {job.job_id} on {self.profile.name}: {exc}. The job may still be running; "
@@ -281,15 +288,20 @@ class SlurmRun:
         plan = plan_job(self.profile, self.plan.job, strict=True, runtime=runtime)
         script = render_script(plan, self.project_root / "clusters")
         self._patiently(self.transport.put, script.encode(), f"{job_dir}/job.sh", 0o700)
-        try:
-            job_id = self.client.submit(job_dir)
-        except SubmissionError as exc:
-            raise dg.Failure(f"sbatch on {self.profile.name} refused the job: {exc}\njob dir: {job_dir}") from None
-        except ContactLost as exc:
-            # The reply was lost, not necessarily the job: ask Slurm before submitting again.
-            self.context.log.warning(f"no answer from sbatch ({exc}); looking for the job before submitting again")
-            found = self._patiently(self.client.job_in_dir, job_dir)
-            job_id = found or self.client.submit(job_dir)
+        # Recorded before sbatch runs: if its answer is lost for good, a re-execution asks Slurm.
+        self.context.instance.add_run_tags(self.context.run.run_id,
+                                           {TAG_PREFIX + self.op_name: SubmittedJob(self.profile.name, UNCONFIRMED, job_dir).tag()})
+        job_id = None
+        while job_id is None:
+            try:
+                job_id = self.client.submit(job_dir)
+            except SubmissionError as exc:
+                raise dg.Failure(f"sbatch on {self.profile.name} refused the job: {exc}\njob dir: {job_dir}") from None
+            except ContactLost as exc:
+                # The answer was lost, not necessarily the job: ask Slurm before submitting again.
+                self.context.log.warning(f"no answer from sbatch ({exc}); looking for the job before submitting again")
+                time.sleep(self.watch.lost(exc))
+                job_id = self._patiently(self.client.job_in_dir, job_dir)
         job = SubmittedJob(self.profile.name, job_id, job_dir)
         self.context.instance.add_run_tags(self.context.run.run_id, {TAG_PREFIX + self.op_name: job.tag()})
         self.context.log.info(f"submitted Slurm job {job_id} on {self.profile.name} ({job_dir})")

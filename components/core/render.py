@@ -6,7 +6,6 @@ script an asset would submit can be previewed anywhere (like dask-jobqueue's job
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from dataclasses import dataclass, field
