@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from components.core.ssh import ContactLost, Transport
+from components.core.ssh import Transport, TransportError
 from components.core.tail import LINE_CAP, RemoteTail, ShortRead, StderrTail, cap_line
 
 # Results (and the end of the session that follows them) count only from the job's last execution.
@@ -90,7 +90,7 @@ class RemoteFileMessageReader(dg.PipesMessageReader):
                 return
             try:
                 read = tail.read()
-            except (ContactLost, ShortRead, OSError):
+            except (TransportError, ShortRead, OSError):
                 # The poller reports contact loss; the reader only waits longer between tries.
                 pause = min(max(pause * 2, 1.0), self.max_backoff_s)
                 stop.wait(pause)
@@ -107,7 +107,7 @@ class RemoteFileMessageReader(dg.PipesMessageReader):
         while True:
             try:
                 read = tail.read(final=True)
-            except (ContactLost, ShortRead, OSError) as exc:
+            except (TransportError, ShortRead, OSError) as exc:
                 if time.monotonic() + pause > deadline:
                     self._log(f"could not read the job's last output from {self.job_dir}: {exc}")
                     return False
