@@ -108,8 +108,12 @@ def test_memory_limit_is_out_of_memory(project, monkeypatch):
     _asset(project, "hog", "hog.py", resources='mem: 200M, time: "00:02:00"')
     result, _ = _materialize(project, ["hog"], monkeypatch)
     assert not result.success
-    assert "ended OUT_OF_MEMORY" in _failure_text(result)
-    assert "exceeded its memory limit" in _failure_text(result)
+    text = _failure_text(result)
+    assert "ended OUT_OF_MEMORY (killed by signal 9 (SIGKILL), exit code 137)" in text, text
+    assert "exceeded its memory limit" in text
+    # sacct says 0:125; the metadata says what the message says
+    meta = _failure_meta(result)
+    assert (meta["exit_code"], meta["signal"], meta["slurm_exit_code"]) == (137, 9, "0:125")
 
 
 def test_scancel_from_outside_is_cancelled(project, monkeypatch):
@@ -245,7 +249,7 @@ def test_time_limit_is_timeout(project, monkeypatch):
     result, _ = _materialize(project, ["forever"], monkeypatch)
     assert not result.success
     text = _failure_text(result)
-    assert "ended TIMEOUT" in text and "past its time limit" in text
+    assert "ended TIMEOUT (killed by signal" in text and "past its time limit" in text, text
     assert time.monotonic() - started < 240
 
 
