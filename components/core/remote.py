@@ -297,7 +297,7 @@ class SlurmRun:
                 job_id = self.client.submit(job_dir)
             except SubmissionError as exc:
                 raise dg.Failure(f"sbatch on {self.profile.name} refused the job: {exc}\njob dir: {job_dir}") from None
-            except ContactLost as exc:
+            except (ContactLost, SchedulerUnavailable) as exc:
                 # The answer was lost, not necessarily the job: ask Slurm before submitting again.
                 self.context.log.warning(f"no answer from sbatch ({exc}); looking for the job before submitting again")
                 time.sleep(self.watch.lost(exc))

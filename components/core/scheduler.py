@@ -38,6 +38,11 @@ class QueueState:
     restarts: int = 0
 
 
+# sbatch/squeue errors that say the controller did not answer, not that the request is wrong.
+TRANSIENT = ("Unable to contact slurm controller", "Socket timed out", "Slurm temporarily unable",
+             "Zero Bytes were transmitted", "Transport endpoint is not connected", "Connection refused")
+
+
 class SchedulerUnavailable(RuntimeError):
     """squeue or sacct failed (controller restarting, "Socket timed out", database down): no news."""
 
@@ -73,13 +78,18 @@ class SlurmClient:
         """sbatch the script in job_dir; the job id. Never retried by the transport: a reply lost
         in a dropped connection may still mean a queued job (see `job_in_dir`).
 
-        Raises SubmissionError when sbatch refuses, ContactLost when the answer did not arrive.
+        Raises SubmissionError when sbatch refuses; ContactLost or SchedulerUnavailable when no
+        answer came from the login node or the controller.
         """
         flags = "--test-only " if test_only else "--parsable "
         try:
             result = self.transport.run(f"cd {shlex.quote(job_dir)} && sbatch {flags}{shlex.quote(script)}", idempotent=False)
         except RemoteCommandError as exc:
-            raise SubmissionError(exc.result.stderr.strip() or exc.result.stdout.strip()) from None
+            text = exc.result.stderr.strip() or exc.result.stdout.strip()
+            if any(marker in text for marker in TRANSIENT):
+                # The controller did not answer: the job may or may not be queued.
+                raise SchedulerUnavailable(_first_line(text)) from None
+            raise SubmissionError(text) from None
         if test_only:
             return result.stderr.strip() or result.stdout.strip()
         return parse_job_id(result.stdout)

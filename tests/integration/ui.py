@@ -113,21 +113,18 @@ class DagsterUI:
         return dg.DagsterInstance.from_config(str(self.home))
 
     def kill_run_processes(self, run_id: str) -> int:
-        """SIGKILL every process working on the run (run worker, step workers): a dead orchestrator."""
+        """SIGKILL every process working on the run: its step workers (their command line names the
+        run) and the run worker above them. A dead orchestrator; returns how many were killed."""
+        steps = [pid for pid in _pids() if run_id.encode() in _cmdline(pid)]
+        parents = {_parent(pid) for pid in steps}
+        workers = [pid for pid in parents if b"execute_run" in _cmdline(pid)]
         killed = 0
-        for pid_dir in Path("/proc").iterdir():
-            if not pid_dir.name.isdigit():
-                continue
+        for pid in workers + steps:
             try:
-                cmdline = (pid_dir / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if run_id.encode() in cmdline:
-                try:
-                    os.kill(int(pid_dir.name), signal.SIGKILL)
-                    killed += 1
-                except ProcessLookupError:
-                    pass
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
         return killed
 
     def stop(self) -> None:
@@ -137,6 +134,24 @@ class DagsterUI:
         except (ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(self.server.pid, signal.SIGKILL)
         self.log_file.close()
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def run_logs(instance, run_id: str) -> list[str]:
