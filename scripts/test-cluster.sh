@@ -28,6 +28,13 @@
 #   HPC_TEST_NODE_COUNT   number of slurmd nodes (2; 1 for a single node)
 #   HPC_TEST_CGROUPS      auto|0|1 (cgroup v1 memory/core enforcement; auto = when v1 is mounted)
 #   HPC_TEST_CLUSTER_OWNER  uid:gid that gets ssh/ and env.sh (a host user reading a bind mount)
+#   HPC_TEST_OFFLINE_COMPUTE auto|0|1 (slurmd, and so every job, in a network namespace without a
+#                         route out, as on Leonardo; auto = when this machine can create one)
+#
+# Site-like, as the profiles in clusters/ expect: the test user gets Python only through
+# `module load` (Environment Modules, modulefiles named as VSC-5, Leonardo and MUSICA name theirs),
+# $DATA and $WORK from the login shell, and compute nodes that cannot reach the internet while the
+# login node can.
 set -euo pipefail
 
 DIR=${HPC_TEST_CLUSTER_DIR:-${TMPDIR:-/tmp}/hpc-test-cluster}
@@ -39,6 +46,7 @@ SSH_LISTEN=${HPC_TEST_SSH_LISTEN:-127.0.0.1}
 NODE_COUNT=${HPC_TEST_NODE_COUNT:-2}
 CGROUPS=${HPC_TEST_CGROUPS:-auto}
 OWNER=${HPC_TEST_CLUSTER_OWNER:-}
+OFFLINE=${HPC_TEST_OFFLINE_COMPUTE:-auto}
 
 CLUSTER=hpctest
 NODE_PREFIX=hpc-node
@@ -51,6 +59,10 @@ SSH=$DIR/ssh
 RUN=$STATE/run
 LOG=$STATE/log
 DB=$STATE/mysql
+SITE=$STATE/site      # the stand-in site software stack: apps/ and modulefiles/
+NETNS=hpctest-compute
+HOST_ADDR=10.251.0.1  # the controller as the compute namespace reaches it
+NODE_ADDR=10.251.0.2
 
 # Partitions as the site profiles name them (clusters/*.yaml), with the QoS each profile pairs with
 # them. AllowQos makes a wrong partition/QoS pair fail like it does at the sites. MaxTime is the
@@ -150,7 +162,7 @@ write_if_changed() { # write_if_changed <file> [mode]
 }
 
 install_packages() {
-  local pkgs=(slurmctld slurmd slurm-client munge openssh-server slurmdbd mariadb-server) missing=() p
+  local pkgs=(slurmctld slurmd slurm-client munge openssh-server slurmdbd mariadb-server environment-modules acl) missing=() p
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
@@ -185,6 +197,64 @@ setup_user() {
   # key logins; '*' means "no password can match" without locking.
   [ "$(getent shadow "$TEST_USER" | cut -d: -f2)" = '*' ] || usermod -p '*' "$TEST_USER"
   chmod 755 "/home/$TEST_USER"
+}
+
+# The compute nodes' network: a namespace joined to this machine by a veth pair and nothing else, so
+# jobs reach slurmctld but not the internet (Leonardo's compute nodes are offline). Only the
+# network is namespaced (nsenter --net), so cgroups, files and munge's socket stay shared.
+# Sets COMPUTE_NETNS to the namespace name, or leaves it empty where it cannot be made.
+setup_network() {
+  COMPUTE_NETNS=
+  [ "$OFFLINE" = 0 ] && { log "compute nodes share the login node's network (HPC_TEST_OFFLINE_COMPUTE=0)"; return 0; }
+  if [ ! -e "/run/netns/$NETNS" ]; then
+    if ! { ip netns add "$NETNS" && ip link add hpc-c0 type veth peer name hpc-c1 && ip link set hpc-c1 netns "$NETNS" \
+           && ip addr add "$HOST_ADDR/24" dev hpc-c0 && ip link set hpc-c0 up \
+           && ip -n "$NETNS" addr add "$NODE_ADDR/24" dev hpc-c1 && ip -n "$NETNS" link set hpc-c1 up \
+           && ip -n "$NETNS" link set lo up; } 2>"$LOG/netns.err"; then
+      ip link del hpc-c0 2>/dev/null || true; ip netns del "$NETNS" 2>/dev/null || true
+      [ "$OFFLINE" = 1 ] && die "cannot create the compute network namespace: $(cat "$LOG/netns.err")"
+      log "WARNING: no network namespace here ($(head -1 "$LOG/netns.err")): compute nodes are online"
+      return 0
+    fi
+    log "compute nodes offline: namespace $NETNS ($NODE_ADDR), controller at $HOST_ADDR, no route out"
+  fi
+  COMPUTE_NETNS=$NETNS
+}
+
+# Python for the test user only through `module load`, as on the sites: Debian's interpreter is
+# copied under $SITE/apps (it finds its standard library in /usr by its build prefix) and the
+# system one is made unexecutable for the test user alone (an ACL; root and Dagster keep it).
+# Modulefiles carry the sites' naming: Spack's name-version-compiler-hash (VSC-5), plain
+# name/version (Leonardo), and an EESSI-style stack behind ASC/2025.06 (MUSICA).
+setup_site_software() {
+  local py ver app mf
+  py=$(readlink -f /usr/bin/python3)
+  ver=$("$py" -c 'import platform; print(platform.python_version())')
+  app=$SITE/apps/python-$ver
+  install -d -m 0755 "$SITE" "$app/bin" "$SITE/modulefiles/python" "$SITE/modulefiles/ASC" "$SITE/eessi/Python"
+  cmp -s "$py" "$app/bin/$(basename "$py")" || install -m 0755 "$py" "$app/bin/$(basename "$py")"
+  ln -sfn "$(basename "$py")" "$app/bin/python3"; ln -sfn "$(basename "$py")" "$app/bin/python"
+  python_modulefile() {
+    printf '#%%Module1.0\n%s\nmodule-whatis "Python %s (test cluster stand-in)"\nconflict python Python\nprepend-path PATH %s/bin\n' \
+      "$MARKER" "$ver" "$app"
+  }
+  python_modulefile | write_if_changed "$SITE/modulefiles/python/$ver-gcc-12.2.0-q4vx2pc" || true
+  python_modulefile | write_if_changed "$SITE/modulefiles/python/$ver" || true
+  python_modulefile | write_if_changed "$SITE/eessi/Python/$ver-GCCcore-12.2.0" || true
+  printf '#%%Module1.0\n%s\nmodule-whatis "ASC software stack 2025.06 (test cluster stand-in)"\nmodule use %s\n' \
+    "$MARKER" "$SITE/eessi" | write_if_changed "$SITE/modulefiles/ASC/2025.06" || true
+  # Every shell that loads the module system sees the stand-in tree.
+  mf=/etc/environment-modules/modulespath
+  grep -qxF "$SITE/modulefiles" "$mf" 2>/dev/null || echo "$SITE/modulefiles" >> "$mf"
+  # Site variables from the login shell: $DATA (VSC-5, MUSICA) and $WORK (Leonardo).
+  install -d -o "$TEST_USER" -g "$TEST_USER" -m 0700 "/home/$TEST_USER/data" "/home/$TEST_USER/work"
+  printf '%s\nif [ "$(id -un)" = %s ]; then export DATA=$HOME/data WORK=$HOME/work; fi\n' "$MARKER" "$TEST_USER" \
+    | write_if_changed /etc/profile.d/hpc-test-site.sh || true
+  setfacl -m "u:$TEST_USER:---" "$py" || die "cannot set an ACL on $py (the acl package and filesystem support are needed)"
+  runuser -u "$TEST_USER" -- "$py" -c pass 2>/dev/null && die "$TEST_USER can still run $py"
+  runuser -u "$TEST_USER" -- bash -lc "module load python/$ver && python3 -c pass" \
+    || die "module load python/$ver does not give $TEST_USER a Python"
+  log "site software: python/$ver (+ Spack and EESSI-style names) through module load only; \$DATA, \$WORK set"
 }
 
 start_munge() {
@@ -222,12 +292,14 @@ write_slurm_conf() {
   if cgroups_enabled; then proctrack=proctrack/cgroup; task=task/cgroup,task/affinity
   else log "WARNING: no cgroup v1 memory controller: --mem and core limits are not enforced (no OUT_OF_MEMORY)"; fi
 
+  local node_addr=127.0.0.1
+  [ -z "${COMPUTE_NETNS:-}" ] || node_addr=$NODE_ADDR
   SLURM_CHANGED=0
   {
     echo "$MARKER"
     cat <<EOF
 ClusterName=$CLUSTER
-SlurmctldHost=localhost
+SlurmctldHost=localhost${COMPUTE_NETNS:+($HOST_ADDR)}
 SlurmUser=slurm
 SlurmctldPort=6817
 SlurmdPort=6818
@@ -277,7 +349,7 @@ Waittime=0
 EOF
     # Several slurmd on one host (Debian builds Slurm with --enable-multiple-slurmd): one port each.
     for i in $(seq 1 "$NODE_COUNT"); do
-      echo "NodeName=$NODE_PREFIX$i NodeHostname=$(hostname -s) NodeAddr=127.0.0.1 Port=$((6818 + 2 * (i - 1))) CPUs=$cpus Boards=1 SocketsPerBoard=$sockets CoresPerSocket=$cores ThreadsPerCore=$threads RealMemory=$node_mem Gres=gpu:$GPUS_PER_NODE State=UNKNOWN"
+      echo "NodeName=$NODE_PREFIX$i NodeHostname=$(hostname -s) NodeAddr=$node_addr Port=$((6818 + 2 * (i - 1))) CPUs=$cpus Boards=1 SocketsPerBoard=$sockets CoresPerSocket=$cores ThreadsPerCore=$threads RealMemory=$node_mem Gres=gpu:$GPUS_PER_NODE State=UNKNOWN"
     done
     local part maxtime qos default
     while read -r part maxtime qos; do
@@ -416,7 +488,8 @@ start_slurm() {
     alive "slurmd-$node" && continue
     rm -f "$RUN/slurmd-$node.pid"
     install -d -m 0755 "$STATE/slurmd/$node"
-    /usr/sbin/slurmd -N "$node" 9>&-
+    # In the compute namespace (offline), every job step inherits its network.
+    ${COMPUTE_NETNS:+nsenter --net=/run/netns/$NETNS} /usr/sbin/slurmd -N "$node" 9>&-
     wait_for 20 test -s "$RUN/slurmd-$node.pid" || { tail -20 "$LOG/slurmd-$node.log"; die "slurmd $node did not start"; }
     log "slurmd $node started (pid $(cat "$RUN/slurmd-$node.pid"))"
   done
@@ -549,6 +622,8 @@ cmd_up() {
   install_packages
   prepare_dirs
   setup_user
+  setup_site_software
+  setup_network
   start_munge
   write_slurm_conf
   start_mariadb
@@ -583,7 +658,12 @@ cmd_down() {
       rm -f "/home/$TEST_USER/.ssh/authorized_keys"
     fi
     # Only what `up` created, in case a knob points at a directory that holds other things too.
-    rm -rf "${STATE:?}"/{run,log,mysql,slurmctld,slurmd,sshd,gpu,accounting.applied} "${DIR:?}"/{ssh,env.sh}
+    # The site-like set-up: Python back for the test user, the module path, $DATA/$WORK, the namespace.
+    setfacl -x "u:$TEST_USER" "$(readlink -f /usr/bin/python3)" 2>/dev/null || true
+    sed -i "\|^$STATE/site/modulefiles\$|d" /etc/environment-modules/modulespath 2>/dev/null || true
+    [ -f /etc/profile.d/hpc-test-site.sh ] && grep -qF "$MARKER" /etc/profile.d/hpc-test-site.sh && rm -f /etc/profile.d/hpc-test-site.sh
+    ip link del hpc-c0 2>/dev/null || true; ip netns del "$NETNS" 2>/dev/null || true
+    rm -rf "${STATE:?}"/{run,log,mysql,slurmctld,slurmd,sshd,gpu,site,accounting.applied} "${DIR:?}"/{ssh,env.sh}
     rmdir "$STATE" "$DIR" 2>/dev/null || true
     log "purged $DIR, $STATE and the /etc/slurm configs written here"
   fi
@@ -633,7 +713,7 @@ cmd_start() { # start <daemon>, waiting until it serves again
     munged) start_munge ;;
     mariadb) start_mariadb ;;
     slurmdbd) start_slurmdbd ;;
-    slurmctld|slurmd-*) start_slurm ;;
+    slurmctld|slurmd-*) setup_network; start_slurm ;;
     sshd-*) start_sshd ;;
   esac
 }
