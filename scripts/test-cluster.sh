@@ -506,16 +506,25 @@ start_slurm() {
 }
 
 start_sshd() {
-  local hostkeys=$STATE/sshd name port
+  local hostkeys=$STATE/sshd name port cert
   [ -f "$hostkeys/login_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C hpc-test-login -f "$hostkeys/login_ed25519"
   [ -f "$hostkeys/jump_ed25519" ]  || ssh-keygen -q -t ed25519 -N '' -C hpc-test-jump  -f "$hostkeys/jump_ed25519"
   [ -f "$SSH/id_ed25519" ]         || ssh-keygen -q -t ed25519 -N '' -C hpc-test-client -f "$SSH/id_ed25519"
   chmod 0600 "$SSH/id_ed25519"
+  # A host CA, as sites that ship `@cert-authority` lines use: the login node presents a host
+  # certificate (no expiry) signed by it, so clients can trust the CA instead of the plain key.
+  [ -f "$hostkeys/host_ca" ]       || ssh-keygen -q -t ed25519 -N '' -C hpc-test-host-ca -f "$hostkeys/host_ca"
+  if [ ! -s "$hostkeys/login_ed25519-cert.pub" ] || [ "$hostkeys/host_ca" -nt "$hostkeys/login_ed25519-cert.pub" ] \
+     || [ "$hostkeys/login_ed25519.pub" -nt "$hostkeys/login_ed25519-cert.pub" ]; then
+    ssh-keygen -q -s "$hostkeys/host_ca" -h -I hpc-test-login -n 127.0.0.1,localhost "$hostkeys/login_ed25519.pub"
+  fi
   install -d -o "$TEST_USER" -g "$TEST_USER" -m 0700 "/home/$TEST_USER/.ssh"
   install -o "$TEST_USER" -g "$TEST_USER" -m 0600 "$SSH/id_ed25519.pub" "/home/$TEST_USER/.ssh/authorized_keys"
   install -d -m 0755 /run/sshd   # sshd's privilege-separation directory
   for name in login jump; do
     if [ $name = login ]; then port=$SSH_PORT; else port=$JUMP_PORT; fi
+    # Only the login node has a certificate; the jump host's config stays as it was.
+    if [ $name = login ]; then cert=$'\n'"HostCertificate $hostkeys/login_ed25519-cert.pub"; else cert=; fi
     # Our own config file (not /etc/ssh/sshd_config): key-only, this user only, no PAM. No AcceptEnv:
     # nothing the client sends may change the job environment. MaxStartups/MaxSessions are raised
     # because parallel tests open many connections at once.
@@ -523,7 +532,7 @@ start_sshd() {
 $MARKER
 Port $port
 ListenAddress $SSH_LISTEN
-HostKey $hostkeys/${name}_ed25519
+HostKey $hostkeys/${name}_ed25519$cert
 PidFile $RUN/sshd-$name.pid
 AllowUsers $TEST_USER
 PermitRootLogin no
@@ -550,6 +559,8 @@ EOF
   { echo "[127.0.0.1]:$SSH_PORT $(cut -d' ' -f1,2 "$hostkeys/login_ed25519.pub")"
     echo "[127.0.0.1]:$JUMP_PORT $(cut -d' ' -f1,2 "$hostkeys/jump_ed25519.pub")"; } \
     | write_if_changed "$SSH/known_hosts" || true
+  # The CA's public key, for known_hosts files with a `@cert-authority` line (tests write their own).
+  cut -d' ' -f1,2 "$hostkeys/host_ca.pub" | write_if_changed "$SSH/host_ca.pub" || true
   # `ssh -J` ignores -o UserKnownHostsFile on the jump hop, hence per-host entries here.
   write_if_changed "$SSH/ssh_config" <<EOF || true
 $MARKER
