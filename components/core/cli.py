@@ -3,6 +3,7 @@
     hpc render defs/numbers --cluster leonardo     # the exact script raw/numbers would submit
     hpc render defs/numbers --all-clusters         # ... on every profile in clusters/
     hpc clusters                                   # list profiles, validating each
+    hpc doctor leonardo [--json] [--submit]        # preflight: connect and check the site for real
 """
 
 from __future__ import annotations
@@ -88,6 +89,16 @@ def cmd_clusters(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from components.core import doctor
+    from components.core.doctor_report import exit_code, render_json, render_text
+
+    project_root = _project_root(Path.cwd())
+    results = doctor.diagnose(args.cluster, project_root, submit=args.submit)
+    sys.stdout.write(render_json(results) if args.json else render_text(results))
+    return exit_code(results)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(func=cmd_render)
     clusters = sub.add_parser("clusters", help="list and validate the cluster profiles")
     clusters.set_defaults(func=cmd_clusters)
+    doctor = sub.add_parser("doctor", help="check a cluster profile against the real cluster, one line per check")
+    doctor.add_argument("cluster", help="profile name, e.g. leonardo")
+    doctor.add_argument("--json", action="store_true", help="print a JSON list of {check, ok, detail, fix} (ok is null when skipped)")
+    doctor.add_argument("--submit", action="store_true", help="also run a 1-minute no-op job per partition class and report the queue wait")
+    doctor.set_defaults(func=cmd_doctor)
     return parser
 
 
