@@ -1,13 +1,14 @@
 """SSH transport to a cluster's login node: strict host keys, jump hosts, certificates, one
 connection per cluster per process.
 
-fabric (paramiko) accepts any host key by default; here known_hosts is loaded and unknown or
-changed keys are refused with a message that says how to pin the right one.
+fabric (paramiko) accepts any host key by default; here every host key is checked against known_hosts
+(read by `known_hosts`, @cert-authority and @revoked included) and a refusal says how to pin the right key.
 """
 
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import select
 import shlex
@@ -20,6 +21,7 @@ from pathlib import Path
 import paramiko
 from fabric import Config, Connection
 
+from components.core import known_hosts as kh
 from components.core.errors import ConfigError
 from components.core.profiles import ClusterProfile, from_environment
 from components.core.ssh_auth import certificate_validity, check_certificate, interactive_answers  # noqa: F401 - also used by callers of this module
@@ -125,6 +127,53 @@ def _host_keys_hint(target: SSHTarget, hop: Hop) -> str:
     )
 
 
+class _HostKeyOrder(paramiko.Transport):
+    # paramiko asks for plain host keys first, so a host would never show its certificate.
+    first: tuple[str, ...] = ()
+
+    @property
+    def preferred_keys(self):
+        offered = super().preferred_keys
+        return tuple(dict.fromkeys([a for a in self.first if a in offered] + list(offered)))
+
+
+class _KnownHostsPolicy(paramiko.MissingHostKeyPolicy):
+    """Decides on every host key (paramiko's own HostKeys stay empty) with `known_hosts.check`."""
+
+    _warned: set[str] = set()
+
+    def __init__(self, target: SSHTarget, hop: Hop):
+        self.target, self.hop = target, hop
+        path = Path(os.path.expanduser(target.known_hosts))
+        text = path.read_text(errors="replace") if path.is_file() else ""
+        self.known = kh.parse(text, str(path))
+        for problem in self.known.problems:
+            if problem not in self._warned:
+                self._warned.add(problem)
+                logging.getLogger(__name__).warning("known_hosts line skipped: %s", problem)
+
+    def transport(self, sock, **kwargs) -> paramiko.Transport:
+        transport = _HostKeyOrder(sock, **kwargs)
+        transport.first = kh.host_key_algorithms(self.known, self.hop.host, self.hop.port)
+        return transport
+
+    def verify(self, key: paramiko.PKey) -> None:
+        """Raises TransportError (one line, with the pin command where pinning helps) unless trusted."""
+        blob = key.public_blob
+        cert = blob.key_blob if blob is not None and blob.key_type.endswith(kh.CERT_SUFFIX) else None
+        verdict = kh.check(self.known, self.hop.host, self.hop.port, key.asbytes(), cert)
+        if not verdict.accepted:
+            raise TransportError(verdict.message(self.hop.host, self.hop.port, self.target.known_hosts,
+                                                 _host_keys_hint(self.target, self.hop)))
+
+    def missing_host_key(self, client, hostname, key):
+        try:
+            self.verify(key)
+        except TransportError:
+            client.close()
+            raise
+
+
 class Transport:
     """One authenticated connection, reused for every command; reconnects with backoff."""
 
@@ -151,11 +200,10 @@ class Transport:
             connect_kwargs=kwargs,
             config=Config(ssh_config=paramiko.SSHConfig()),  # ignore ~/.ssh/config: the profile decides
         )
-        known_hosts = Path(os.path.expanduser(self.target.known_hosts))
         conn.client = paramiko.SSHClient()
-        if known_hosts.is_file():
-            conn.client.load_host_keys(str(known_hosts))
-        conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        policy = _KnownHostsPolicy(self.target, hop)
+        conn.client.set_missing_host_key_policy(policy)
+        conn.connect_kwargs["transport_factory"] = policy.transport
         if self.target.auth == "certificate" and self.target.key_file and self.target.certificate_file:
             check_certificate(self.target.certificate_file)
             pkey = paramiko.PKey.from_path(self.target.key_file)
@@ -170,21 +218,10 @@ class Transport:
             conn = self._connection(hop, gateway)
             try:
                 if self.target.auth == "password_otp":
-                    self._open_interactive(conn)
+                    self._open_interactive(conn, hop)
                 else:
                     conn.open()
-            except paramiko.BadHostKeyException as exc:
-                raise TransportError(
-                    f"host key for {hop.host}:{hop.port} does not match {self.target.known_hosts} "
-                    f"(got {exc.key.get_name()} {exc.key.fingerprint}); refusing to connect. If the host was "
-                    f"reinstalled, {_host_keys_hint(self.target, hop)} after removing the old entry"
-                ) from None
             except paramiko.SSHException as exc:
-                if "not found in known_hosts" in str(exc):
-                    raise TransportError(
-                        f"{hop.host}:{hop.port} is not in {self.target.known_hosts}; refusing an unknown host key. "
-                        f"To trust it, {_host_keys_hint(self.target, hop)}"
-                    ) from None
                 if isinstance(exc, paramiko.AuthenticationException):
                     raise TransportError(
                         f"authentication as {hop.user} on {hop.host}:{hop.port} failed ({exc}); "
@@ -201,20 +238,17 @@ class Transport:
         assert gateway is not None
         return gateway
 
-    def _open_interactive(self, conn: Connection) -> None:
+    def _open_interactive(self, conn: Connection, hop: Hop) -> None:
         # paramiko's password fallback answers one prompt; password + OTP needs both answered.
         sock = conn.open_gateway() if conn.gateway else socket.create_connection((conn.host, conn.port), self.target.connect_timeout_s)
-        transport = paramiko.Transport(sock)
+        policy = _KnownHostsPolicy(self.target, hop)
+        transport = policy.transport(sock)
         transport.start_client(timeout=self.target.connect_timeout_s)
-        key = transport.get_remote_server_key()
-        host = conn.host if conn.port == 22 else f"[{conn.host}]:{conn.port}"
-        known = conn.client.get_host_keys().lookup(host)
-        if known is None or key.get_name() not in known:
+        try:
+            policy.verify(transport.get_remote_server_key())
+        except TransportError:
             transport.close()
-            raise paramiko.SSHException(f"Server {host!r} not found in known_hosts")
-        if known[key.get_name()] != key:
-            transport.close()
-            raise paramiko.BadHostKeyException(host, key, known[key.get_name()])
+            raise
         transport.auth_interactive(conn.user, interactive_answers(self.target))
         conn.client._transport = transport  # noqa: SLF001 - hand the authenticated transport to fabric
         conn.transport = transport
