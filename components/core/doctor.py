@@ -124,9 +124,32 @@ def check_certificate_validity(ctx: Context) -> list[CheckResult]:
     return [passed("certificate", f"{cert} valid for {duration(left)} more (until {until})")]
 
 
-def sha256_fingerprint(key: paramiko.PKey) -> str:
+CERT_SUFFIX = "-cert-v01@openssh.com"
+# SSH strings/mpints a certificate carries for the certified key, per plain key type (PROTOCOL.certkeys).
+_CERT_KEY_FIELDS = {"ssh-ed25519": 1, "ssh-rsa": 2, "ecdsa-sha2-nistp256": 2, "ecdsa-sha2-nistp384": 2, "ecdsa-sha2-nistp521": 2}
+
+
+def sha256_fingerprint(key: paramiko.PKey | bytes) -> str:
     """The fingerprint `ssh-keygen -lf` prints: SHA256:<unpadded base64>."""
-    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+    blob = key if isinstance(key, bytes) else key.asbytes()
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def host_certificate(key: paramiko.PKey) -> tuple[str, bytes] | None:
+    """(certificate type, signing CA's public key blob) when the host presented a certificate, else None."""
+    blob = getattr(key, "public_blob", None)
+    if blob is None or not blob.key_type.endswith(CERT_SUFFIX):
+        return None
+    try:
+        msg = paramiko.Message(blob.key_blob)
+        msg.get_text(), msg.get_string()  # type, nonce
+        for _ in range(_CERT_KEY_FIELDS[blob.key_type.removesuffix(CERT_SUFFIX)]):
+            msg.get_string()
+        msg.get_int64(), msg.get_int(), msg.get_string(), msg.get_string()  # serial, type, key id, principals
+        msg.get_int64(), msg.get_int64(), msg.get_string(), msg.get_string(), msg.get_string()  # validity, options, extensions, reserved
+        return blob.key_type, msg.get_string()
+    except Exception:  # noqa: BLE001 - an unreadable certificate is reported as not found
+        return None
 
 
 def known_hosts_entry(host: str, port: int) -> str:
@@ -134,11 +157,14 @@ def known_hosts_entry(host: str, port: int) -> str:
 
 
 def find_known_host(path: str, host: str, port: int, key: paramiko.PKey) -> tuple[int, str] | None:
-    """(line number, marker) of the known_hosts line pinning this host's key; marker '' or '@revoked'.
+    """(line number, marker) of the known_hosts line that vouches for this host key, or None.
 
-    Plain, wildcard and hashed (|1|salt|hash) host patterns are understood. None when no line pins it.
+    marker is '' for a pinned key, '@revoked' for a revoked one, '@cert-authority' when the host
+    presented a certificate signed by that line's CA. Plain, wildcard and hashed (|1|salt|hash) host
+    patterns are understood; a matching '!' pattern excludes the line.
     """
     name = known_hosts_entry(host, port)
+    cert = host_certificate(key)
     try:
         lines = Path(os.path.expanduser(path)).read_text().splitlines()
     except OSError:
@@ -148,10 +174,15 @@ def find_known_host(path: str, host: str, port: int, key: paramiko.PKey) -> tupl
         if not fields or fields[0].startswith("#"):
             continue
         marker = fields.pop(0) if fields[0].startswith("@") else ""
-        if len(fields) < 3 or marker == "@cert-authority":
+        if len(fields) < 3:
             continue
         patterns, key_type, blob = fields[0].split(","), fields[1], fields[2]
-        if key_type != key.get_name() or blob != key.get_base64():
+        if marker == "@cert-authority":
+            if cert is None or blob != base64.b64encode(cert[1]).decode():
+                continue
+        elif key_type != key.get_name() or blob != key.get_base64():
+            continue
+        if any(_host_matches(p[1:], name) for p in patterns if p.startswith("!")):
             continue
         if any(_host_matches(p, name) for p in patterns if not p.startswith("!")):
             return number, marker
@@ -227,14 +258,20 @@ def check_connection(ctx: Context) -> list[CheckResult]:
         return [passed("host key", (presents or f"{hop.host}:{hop.port}: key accepted") + pinned),
                 failed("authentication", message, _auth_fix(target))]
     key = conn.transport.get_remote_server_key()
+    cert = host_certificate(key)
     fingerprint = f"{key.get_name()} {sha256_fingerprint(key)}"
+    if cert:
+        fingerprint = f"a {cert[0]} host certificate for {fingerprint}, signed by CA {sha256_fingerprint(cert[1])}"
     line = find_known_host(target.known_hosts, hop.host, hop.port, key)
     results = []
     if line and line[1] == "@revoked":
         results.append(failed("host key", f"{hop.host}:{hop.port} presents {fingerprint}, marked @revoked at {target.known_hosts}:{line[0]}",
                               f"do not use this host until its operators confirm a new key; {pin_fix}"))
     else:
-        where = f"matches {target.known_hosts}:{line[0]}" if line else f"accepted by the known_hosts entries of {target.known_hosts}"
+        if line:
+            where = f"{'trusted by the @cert-authority line' if line[1] else 'matches'} {target.known_hosts}:{line[0]}"
+        else:
+            where = f"accepted by the known_hosts entries of {target.known_hosts}"
         results.append(passed("host key", f"{hop.host}:{hop.port} presents {fingerprint}, {where}; to verify it out of band, {_verify_hint(hop.host)}"))
     echo = ctx.run("echo hpc-doctor")
     if echo.exit_code != 0 or echo.stdout.strip() != "hpc-doctor":

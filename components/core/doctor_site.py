@@ -111,18 +111,20 @@ def check_profile_modules(ctx: Context) -> list[CheckResult]:
     return [check_modules(ctx.run, profile.environment.modules, source=profile.source("environment", "modules"))]
 
 
-def check_modules(run: Runner, modules: Sequence[str], *, check: str = "modules", source: str = "environment.modules") -> CheckResult:
+def check_modules(run: Runner, modules: Sequence[str], *, check: str = "modules", source: str = "environment.modules",
+                  init: str = "/etc/profile") -> CheckResult:
     """Load `modules` in order after `module purge` on the login node; report each that fails with module's own message.
 
     `run(command)` runs a shell command on the login node, bounded in time, without raising on a
     non-zero exit (Context.run, or `lambda c: transport.run(c, check=False, timeout=60)`).
-    Module names are validated by the profile and quoted here.
+    `init` is sourced when a plain shell has no `module` (as batch jobs do). Module names are
+    validated by the profile and quoted here.
     """
     if not modules:
         return passed(check, "none to load (environment.modules is empty)")
     q = shlex.quote
     script = [
-        "command -v module >/dev/null 2>&1 || source /etc/profile >/dev/null 2>&1",
+        f"command -v module >/dev/null 2>&1 || source {q(init)} >/dev/null 2>&1",
         "command -v module >/dev/null 2>&1 || { echo '@@no-module'; exit 0; }",
         "module purge >/dev/null 2>&1",
     ]
@@ -132,7 +134,7 @@ def check_modules(run: Runner, modules: Sequence[str], *, check: str = "modules"
     marks = parse_markers(answer.stdout)
     names = ", ".join(modules)
     if "no-module" in marks:
-        return failed(check, f"the login node has no `module` command (not in a plain shell, nor after sourcing /etc/profile), "
+        return failed(check, f"the login node has no `module` command (not in a plain shell, nor after sourcing {init}), "
                              f"but {source} asks for: {names}",
                       "remove environment.modules from the profile, or ask the site how batch shells enable modules (Lmod)")
     problems = []

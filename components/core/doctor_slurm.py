@@ -246,13 +246,15 @@ def assess_class(profile: ClusterProfile, cname: str, facts: SlurmFacts) -> Chec
         fixes.append(f"set {at('partition')} to one of them")
     else:
         notes.append(f"partition {part.name}")
+    # An account without any association is the account line's finding, not every class's.
+    associated = facts.associations is None or account is None or any(a.account == account.lower() for a in facts.associations)
     if pclass.qos:
-        allowed = facts.allowed_qos(account, pclass.partition)
+        allowed = facts.allowed_qos(account if associated else None, pclass.partition)
         if facts.qos is not None and pclass.qos not in facts.qos:
             problems.append(f"QoS {pclass.qos} does not exist (there are: {', '.join(sorted(facts.qos))})")
             fixes.append(f"set {at('qos')} to one of them")
         elif allowed is not None and pclass.qos not in allowed:
-            problems.append(f"QoS {pclass.qos} is not allowed for your association{f' with account {account}' if account else ''} "
+            problems.append(f"QoS {pclass.qos} is not allowed for your association{f' with account {account}' if account and associated else ''} "
                             f"(allowed: {', '.join(sorted(allowed)) or 'none'})")
             fixes.append(f"set {at('qos')} to an allowed QoS, or ask the site to grant {pclass.qos}")
         elif part is not None and (pclass.qos.lower() in part.deny_qos or (part.allow_qos is not None and pclass.qos.lower() not in part.allow_qos)):
@@ -260,7 +262,7 @@ def assess_class(profile: ClusterProfile, cname: str, facts: SlurmFacts) -> Chec
             fixes.append(f"set {at('qos')} to a QoS the partition accepts")
         else:
             notes.append(f"QoS {pclass.qos}")
-    if part is not None and account:
+    if part is not None and account and associated:
         acc = account.lower()
         on_partition = facts.associations is None or any(a.account == acc and a.partition in ("", part.name) for a in facts.associations)
         if acc in part.deny_accounts or (part.allow_accounts is not None and acc not in part.allow_accounts) or not on_partition:
