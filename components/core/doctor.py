@@ -314,7 +314,7 @@ CHECKS: list[Check] = [
     Check("profile", check_profile),
     Check("certificate", check_certificate_validity, needs=("profile",)),
     Check("connection", check_connection, needs=("profile",), lines=("host key", "authentication")),
-    Check("storage", doctor_site.check_storage, needs=("authentication",)),
+    Check("storage", doctor_site.check_storage, needs=("authentication",), lines=("base dir", "data dir")),
     Check("quota", doctor_site.check_quota, needs=("authentication",)),
     Check("account", doctor_slurm.check_account, needs=("authentication",)),
     Check("partition classes", doctor_slurm.check_partition_classes, needs=("authentication",)),

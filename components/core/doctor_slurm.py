@@ -217,14 +217,12 @@ def time_limit(partition: PartitionInfo, qos: QosInfo | None, qos_name: str | No
 
     A QoS with the PartitionTimeLimit flag replaces the partition's MaxTime by its MaxWall (Leonardo's lprod QoS).
     """
-    limits = []
-    if qos is not None and qos.max_wall_s is not None:
-        limits.append((qos.max_wall_s, f"MaxWall {qos.max_wall} of QoS {qos_name}"))
+    by_qos = (qos.max_wall_s, f"MaxWall {qos.max_wall} of QoS {qos_name}") if qos is not None and qos.max_wall_s is not None else None
     if qos is not None and "PartitionTimeLimit" in qos.flags:
-        return limits[0] if limits else (None, f"no limit (QoS {qos_name} overrides the partition's)")
-    if partition.max_time_s is not None:
-        limits.append((partition.max_time_s, f"MaxTime {partition.max_time} of partition {partition.name}"))
-    return min(limits) if limits else (None, "no limit")
+        return by_qos or (None, f"no limit (QoS {qos_name} overrides the partition's)")
+    by_partition = (partition.max_time_s, f"MaxTime {partition.max_time} of partition {partition.name}") if partition.max_time_s is not None else None
+    limits = [limit for limit in (by_partition, by_qos) if limit is not None]
+    return min(limits, key=lambda limit: limit[0]) if limits else (None, "no limit")  # a tie names the partition
 
 
 def assess_class(profile: ClusterProfile, cname: str, facts: SlurmFacts) -> CheckResult:
