@@ -20,6 +20,8 @@ Runner = Callable[[str], CommandResult]
 # make sure it exists or can be made, and that a file can be created and deleted in it. Directories
 # the probe had to create are removed again: the first real job creates them with its own modes.
 _STORAGE_PROBE = r"""
+v=$(bash -lc {variable} </dev/null 2>/dev/null)
+[ -n "$v" ] || {{ echo '@@unset'; exit 0; }}
 d=$(bash -lc {expand} </dev/null 2>/dev/null)
 case "$d" in /*) ;; *) printf '@@expand %s\n' "$d"; exit 0 ;; esac
 printf '@@path %s\n' "$d"
@@ -31,6 +33,9 @@ probe="$d/.hpc-doctor-probe.$$"
 if err=$( (umask 077; : > "$probe") 2>&1 ); then rm -f -- "$probe"; echo '@@writable'; else printf '@@notwritable %s\n' "$err"; fi
 if [ -n "$top" ]; then q=$d; while rmdir -- "$q" 2>/dev/null && [ "$q" != "$top" ]; do q=$(dirname -- "$q"); done; echo '@@created'; fi
 """
+
+
+_LEADING_VARIABLE = re.compile(r"^\$(?:\{(\w+)\}|(\w+))")
 
 
 def parse_markers(text: str) -> dict[str, str]:
@@ -54,7 +59,9 @@ def check_storage(ctx: Context) -> list[CheckResult]:
     results = []
     for check, path, key in (("base dir", paths.base_dir, ("paths", "base_dir")), ("data dir", paths.effective_data_dir(), data_key)):
         expand = shlex.quote(f"printf %s {quote_path(path)}")
-        answer = ctx.run(_STORAGE_PROBE.format(expand=expand))
+        variable = _LEADING_VARIABLE.match(path)
+        name = variable and (variable.group(1) or variable.group(2))
+        answer = ctx.run(_STORAGE_PROBE.format(expand=expand, variable=shlex.quote(f'printf %s "${{{name}}}"' if name else "printf /")))
         results.append(_storage_result(check, path, profile.source(*key), parse_markers(answer.stdout), answer))
         if check == "base dir" and results[-1].ok:
             ctx.facts["base_dir"] = parse_markers(answer.stdout)["path"].strip()
@@ -65,6 +72,10 @@ def _storage_result(check: str, setting: str, source: str, marks: dict[str, str]
     fix = (f"set {source.split()[-1]} ({source}) to a directory you can write (under $HOME, $WORK or $SCRATCH: "
            "see the site's storage documentation), or ask the site for space")
     path = marks.get("path", "").strip()
+    if "unset" in marks:
+        variable = _LEADING_VARIABLE.match(setting)
+        return failed(check, f"{setting}: ${(variable.group(1) or variable.group(2)) if variable else '?'} is not set in the login shell on the cluster",
+                      f"set {source.split()[-1]} ({source}) with a variable the site defines ($HOME, $WORK, $SCRATCH, ...) or an absolute path")
     if "expand" in marks:
         return failed(check, f"{setting} expands to {marks['expand'].strip()!r} in the login shell, not an absolute path",
                       "use an absolute path or a variable the site's login shell defines ($HOME, $WORK, $SCRATCH, ...)")
@@ -73,7 +84,8 @@ def _storage_result(check: str, setting: str, source: str, marks: dict[str, str]
     if "notdir" in marks:
         return failed(check, f"{path} exists but is not a directory", fix)
     if "notwritable" in marks:
-        return failed(check, f"{path} exists but is not writable: {one_line(marks['notwritable'])}", fix)
+        error = re.sub(r"^(bash: )?line \d+: ", "", one_line(marks["notwritable"]))  # the probe's shell, not the user's
+        return failed(check, f"{path} exists but is not writable: {error}", fix)
     if "writable" not in marks:
         return failed(check, f"the probe of {setting} gave no answer (exit {answer.exit_code}): {one_line(answer.stderr)}",
                       "re-run; if it persists, check the login shell start-up files on the cluster")

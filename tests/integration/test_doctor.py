@@ -179,3 +179,11 @@ def test_a_broken_site_profile_reports_each_problem_on_its_line(project, capsys,
         assert by_check["modules"].startswith("✗ modules: the login node has no `module` command (not in a plain shell, nor after sourcing /etc/profile)")
     code, by_check, _ = doctor(capsys, "broken", "--submit")
     assert by_check["test jobs"] == "- test jobs: skipped (needs account)"
+
+
+def test_a_data_dir_under_a_variable_the_login_shell_does_not_set(project, capsys):
+    override(project, "paths:\n  data_dir: $HPC_DOCTOR_NOPE/data\n")
+    code, by_check, lines = doctor(capsys, "docker")
+    assert code == 1 and by_check["base dir"].startswith("✓ base dir: "), lines
+    assert by_check["data dir"].startswith(
+        "✗ data dir: $HPC_DOCTOR_NOPE/data: $HPC_DOCTOR_NOPE is not set in the login shell on the cluster — fix: set paths.data_dir")
