@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import dagster as dg
 
 from components.core import environments
+from components.core.render import RUNTIME_DIR
 from components.core.errors import ConfigError, Location
 from components.core.feature_steps import LocalSteps, RemoteSteps
 from components.core.features import FeatureDecl, FeatureGraph, scan, validate
@@ -169,7 +170,9 @@ class MetaxyFeatureComponent(WorkloadComponent):
         run = SlurmRun(context, self.plan(project_root), project_root, self.remote_policy(), self.op_name)
         base = run.base_dir()
         # The job's environment runs the steps on the login node, so it must exist first.
-        environments.prepare(profile, project_root, run.transport, base)
+        # Resolve, ingest and commit run on the login node with the runtime's increment module.
+        imports = (*run.plan.job.imports, *environments.workload_imports(RUNTIME_DIR / "increment.py"))
+        environments.prepare(profile, project_root, run.transport, base, imports, context.log.info)
         return RemoteSteps(run.transport, profile, project_root, base, f"{base}/jobs/{run_id}/{self.op_name}.metaxy")
 
     def materialize(self, context: dg.AssetExecutionContext, project_root: Path, graph: FeatureGraph) -> Iterator:

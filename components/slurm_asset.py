@@ -7,6 +7,7 @@ script rendering and execution. Override `get_job_spec` or `execute` to customis
 from __future__ import annotations
 
 import datetime
+from dataclasses import replace
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
@@ -182,6 +183,7 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
             args=tuple(str(a) for a in self.args),
             env=tuple((k, str(v)) for k, v in self.env.items()) + tuple(extra_env),
             forward_env=tuple(self.forward_env),
+            imports=self.job_imports(project_root),
             resources=JobResources(
                 nodes=res.nodes,
                 ntasks=res.ntasks,
@@ -197,6 +199,12 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
                 extra_directives=tuple(res.extra_directives),
             ),
         )
+
+    def job_imports(self, project_root: Path) -> tuple[str, ...]:
+        """What the job's Python must import: dagster_pipes and the workload's own imports."""
+        if self.launcher == "bash":
+            return ()
+        return (environments.PIPES, *environments.workload_imports(project_root / WORKLOADS_DIR / self._workload_path(project_root)))
 
     def get_profile(self, project_root: Path, cluster: str | None = None) -> ClusterProfile:
         try:
@@ -221,8 +229,13 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
     def render(self, project_root: Path, cluster: str | None = None, *, strict: bool = False) -> JobPlan:
         """Plan plus environment activation: what `hpc render` prints; connects to nothing."""
         profile = self.get_profile(project_root, cluster)
-        runtime = environments.activation(profile, project_root) if profile.scheduler == "slurm" else None
-        return plan_job(profile, self.get_job_spec(project_root), strict=strict, runtime=runtime)
+        spec = self.get_job_spec(project_root)
+        if profile.scheduler != "slurm":
+            return plan_job(profile, spec, strict=strict)
+        if strict and environments.PIPES in spec.imports:
+            environments.check_job_python(profile, project_root)
+        plan = plan_job(profile, spec, strict=strict, runtime=environments.activation(profile, project_root))
+        return replace(plan, notes=(*plan.notes, *environments.notes(profile)))
 
     def remote_policy(self) -> RemotePolicy:
         """The submission attributes as the core's policy. Raises ConfigError naming the key at fault."""

@@ -1,41 +1,65 @@
-"""Where the job's Python comes from, per profile: preinstalled, venv, pixi-pack or apptainer.
+"""Where the job's Python comes from, per profile: venv, preinstalled, pixi-pack or apptainer.
 
-`activation()` is pure (previews show the exact lines); `prepare()` makes the environment exist on
-the cluster, cached by the hash of what defines it and verified before use.
+`activation()` and `notes()` are pure (previews show the exact lines); `prepare()` makes the
+environment exist on the cluster. A venv is built on the login node (compute nodes are often
+offline), from the locked requirements, with the Python of the site's module, under a lock, once
+per content hash; it records the exact modules it was built with in `hpc-activate.sh`, which every
+job sources. What a workload imports is checked on the login node before its first job.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import re
 import shlex
+import sys
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from components.core import shell
 from components.core.errors import ConfigError
 from components.core.profiles import ClusterProfile
-from components.core.render import Runtime
+from components.core.render import RUNTIME_DIR, RUNTIME_PACKAGE, Runtime
 from components.core.ssh import RemoteCommandError, Transport
 
 ENVS_DIR = "envs"
+ACTIVATE = "hpc-activate.sh"
+PIPES = "dagster_pipes"
+# The interpreters the locked requirements are resolved for (`make lock`: --python-version 3.11, universal).
+PYTHON_RANGE = ((3, 11), (3, 14))
+BUILD_TIMEOUT_S = 1800
+# Imports already verified in this process, per (transport target, environment dir).
+_VERIFIED: set[tuple[object, str, frozenset[str]]] = set()
+_VERIFIED_LOCK = threading.Lock()
 
 
-def _hash_file(path: Path) -> str:
+def _read(path: Path) -> bytes:
     if not path.is_file():
         raise ConfigError(
             f"{path} does not exist",
             fix="create it (for venv: the locked requirements of your workloads, at least dagster-pipes)",
         )
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return path.read_bytes()
+
+
+def _venv_key(profile: ClusterProfile, project_root: Path) -> str:
+    venv = profile.environment.venv
+    digest = hashlib.sha256(_read(project_root / venv.requirements))
+    # The modules and the interpreter are part of what defines the venv: a new Python is a new venv.
+    digest.update("\0".join([venv.python, *venv.modules]).encode())
+    return digest.hexdigest()[:16]
 
 
 def env_dir(profile: ClusterProfile, project_root: Path) -> str | None:
     """Remote directory of the environment, relative to paths.base_dir; None when nothing is built."""
     env = profile.environment
     if env.strategy == "venv":
-        return f"{ENVS_DIR}/venv-{_hash_file(project_root / env.venv.requirements)}"
+        return f"{ENVS_DIR}/venv-{_venv_key(profile, project_root)}"
     if env.strategy == "pixi_pack":
         assert env.pixi_pack is not None
-        return f"{ENVS_DIR}/pixi-{_hash_file(project_root / env.pixi_pack.archive)}"
+        return f"{ENVS_DIR}/pixi-{hashlib.sha256(_read(project_root / env.pixi_pack.archive)).hexdigest()[:16]}"
     return None
 
 
@@ -45,8 +69,8 @@ def activation(profile: ClusterProfile, project_root: Path, base_dir: str | None
     base = shell.quote(base_dir) if base_dir else shell.quote_path(profile.paths.base_dir)
     rel = env_dir(profile, project_root)
     if env.strategy == "venv":
-        # After activation `python3` is the venv's own interpreter.
-        return Runtime(setup=(shell.ShellSafe(f"source {base}/{shell.quote(rel + '/bin/activate')}"),))
+        # Loads the modules the venv was built with, then activates it: `python3` is the venv's own.
+        return Runtime(setup=(shell.ShellSafe(f"source {base}/{shell.quote(rel + '/' + ACTIVATE)}"),))
     if env.strategy == "pixi_pack":
         return Runtime(python="python", setup=(shell.ShellSafe(f"source {base}/{shell.quote(rel + '/activate.sh')}"),))
     if env.strategy == "apptainer":
@@ -59,47 +83,246 @@ def activation(profile: ClusterProfile, project_root: Path, base_dir: str | None
     return Runtime()
 
 
-def prepare(profile: ClusterProfile, project_root: Path, transport: Transport, base_dir: str) -> None:
-    """Build or upload the environment once per content hash; verify it before every use."""
+def notes(profile: ClusterProfile) -> list[str]:
+    """One line for previews saying where the job's Python comes from."""
     env = profile.environment
-    rel = env_dir(profile, project_root)
-    if rel is None:
+    if env.strategy == "venv":
+        modules = ", ".join(env.venv.modules) or "none"
+        return [f"job environment: venv built on the login node from {env.venv.requirements} with {env.venv.python} "
+                f"of module(s) {modules}; exact module names are fixed in {ACTIVATE} at its first build"]
+    if env.strategy in ("preinstalled", "apptainer", "pixi_pack"):
+        known = ", ".join(env.provides) or "nothing declared"
+        return [f"job environment: {env.strategy} ({env.python}); known to import: {known}"]
+    return []
+
+
+# --- what a workload needs ------------------------------------------------------------------
+
+def workload_imports(path: Path, _seen: frozenset[Path] = frozenset()) -> tuple[str, ...]:
+    """Top-level packages a Python workload imports, minus the standard library and its own folder.
+
+    Modules of the shipped runtime (`hpc_runtime.*`) count with their own imports. Imports guarded
+    by `try: ... except ImportError` are optional and left out. Returns () for a file that does not
+    parse (Python reports that itself, with the line, when the job runs).
+    """
+    try:
+        tree = ast.parse(path.read_text(), filename=str(path))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return ()
+    optional: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(_catches_import_error(h) for h in node.handlers):
+            for inner in node.body:
+                optional.update(id(n) for n in ast.walk(inner))
+    local = {p.stem for p in path.parent.iterdir()}
+    names: list[str] = []
+    runtime: list[str] = []
+    for node in ast.walk(tree):
+        if id(node) in optional:
+            continue
+        if isinstance(node, ast.Import):
+            dotted = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            dotted = [node.module] + ([f"{node.module}.{a.name}" for a in node.names] if node.module == RUNTIME_PACKAGE else [])
+        elif isinstance(node, ast.ImportFrom) and node.level == 1 and path.resolve().parent == RUNTIME_DIR:
+            # Inside the runtime package itself: `from .increment import commit`.
+            dotted = [f"{RUNTIME_PACKAGE}.{node.module}"] if node.module else [f"{RUNTIME_PACKAGE}.{a.name}" for a in node.names]
+        else:
+            continue
+        for name in dotted:
+            head, _, rest = name.partition(".")
+            if head == RUNTIME_PACKAGE:
+                runtime += [rest.split(".")[0]] if rest else []
+            else:
+                names.append(head)
+    for module in runtime:
+        source = RUNTIME_DIR / f"{module}.py"
+        if source.is_file() and source not in _seen:
+            names += workload_imports(source, _seen | {source})
+    return tuple(dict.fromkeys(n for n in names if n not in sys.stdlib_module_names and n not in local
+                               and n not in (RUNTIME_PACKAGE, "__future__")))
+
+
+def _catches_import_error(handler: ast.ExceptHandler) -> bool:
+    kinds = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return any(isinstance(k, ast.Name) and k.id in ("ImportError", "ModuleNotFoundError", "Exception") for k in kinds)
+
+
+def _requirement_names(text: str) -> set[str]:
+    names = set()
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)", line)
+        if match and not line.startswith("-"):
+            names.add(re.sub(r"[-_.]+", "_", match.group(1)).lower())
+    return names
+
+
+def check_job_python(profile: ClusterProfile, project_root: Path) -> None:
+    """Refuse a plan whose job Python is not known to provide dagster_pipes (Python workloads need it).
+
+    A venv provides it when its requirements name dagster-pipes (or dagster, which depends on it);
+    any other strategy when `environment.provides` lists it. Raises ConfigError naming the fix.
+    """
+    env = profile.environment
+    if env.python == "current" or profile.scheduler == "local":
         return
-    target = f"{base_dir}/{rel}"
+    if env.strategy == "venv":
+        names = _requirement_names(_read(project_root / env.venv.requirements).decode(errors="replace"))
+        if {"dagster_pipes", "dagster"} & names:
+            return
+        raise ConfigError(
+            f"the job environment on {profile.name} is built from {env.venv.requirements}, which does not list dagster-pipes",
+            fix=f"add a pinned dagster-pipes line to {env.venv.requirements} (the version in requirements.lock)",
+            location=profile.location("environment", "venv", "requirements"),
+        )
+    if PIPES in env.provides:
+        return
+    raise ConfigError(
+        f"the job's Python on {profile.name} ({env.strategy}, {env.python}) is not known to provide {PIPES}, "
+        "which every Python workload reports through",
+        fix="use environment.strategy: venv (built on the login node from workloads/requirements.txt), or check "
+        f"`{env.python} -c 'import {PIPES}'` on the login node and then list it under environment.provides",
+        location=profile.location("environment", "strategy"),
+    )
+
+
+# --- building and checking on the cluster -----------------------------------------------------
+
+def _module_prelude() -> str:
+    # Non-login shells (ssh commands, batch jobs) may lack the module function until profile.d runs.
+    return "command -v module >/dev/null 2>&1 || source /etc/profile >/dev/null 2>&1 || true"
+
+
+def _build_script(profile: ClusterProfile, target: str) -> str:
+    venv = profile.environment.venv
+    q = shlex.quote
+    patterns = " ".join(q(m) for m in venv.modules)
+    low, high = PYTHON_RANGE
+    return f"""{_module_prelude()}
+set -eo pipefail
+umask 022
+target={q(target)}
+mkdir -p "$(dirname "$target")"
+exec 9>"$target.lock"
+flock 9
+# Another step may have built it while this one waited for the lock.
+[ -f "$target/.hpc-ready" ] && exit 0
+resolve() {{  # the newest module `module avail` lists whose name matches the glob $1
+  local name
+  module -t avail "${{1%%/*}}" 2>&1 | sed -e 's/([^)]*)//g' -e 's/[[:space:]]*$//' | grep -v ':$' |
+    while IFS= read -r name; do [[ $name == $1 ]] && printf '%s\\n' "$name"; done | sort -V | tail -n 1
+}}
+loaded=()
+{"module purge >/dev/null 2>&1 || true" if profile.environment.module_purge else "# module_purge is off: the site's default modules stay (Leonardo's profile/base)."}
+for pattern in {patterns}; do
+  name=$pattern
+  if [[ $pattern == *[*?[]* ]]; then name=$(resolve "$pattern"); fi
+  if [ -z "$name" ]; then
+    echo "HPC-ENV: no module matches $pattern; module avail ${{pattern%%/*}} lists: $(module -t avail "${{pattern%%/*}}" 2>&1 | grep -v ':$' | tr '\\n' ' ')" >&2
+    exit 3
+  fi
+  module load "$name" >/dev/null 2>"$target.module-err" || {{ echo "HPC-ENV: module load $name failed: $(grep -v '^$' "$target.module-err" | head -n 3 | tr '\\n' ' ')" >&2; exit 3; }}
+  loaded+=("$name")
+done
+rm -f "$target.module-err"
+py=$(command -v {q(venv.python)}) || {{ echo "HPC-ENV: no {venv.python} on PATH after loading: ${{loaded[*]:-no modules}}" >&2; exit 4; }}
+"$py" -c 'import sys; sys.exit(not {low} <= sys.version_info[:2] < {high})' || {{
+  echo "HPC-ENV: $py is $("$py" -V 2>&1); the locked requirements need Python {low[0]}.{low[1]} to {high[0]}.{high[1] - 1}" >&2; exit 5; }}
+rm -rf "$target"
+"$py" -m venv "$target"
+"$target/bin/python" -m pip install --quiet --disable-pip-version-check -r /dev/stdin
+{{
+  echo "# Written when this environment was built on $(hostname) at $(date -u +%FT%TZ) with $("$py" -V 2>&1)."
+  echo "# Jobs source it: the exact modules it was built with, then the venv."
+  echo '{_module_prelude()}'
+  for name in "${{loaded[@]}}"; do printf 'module load %q\\n' "$name"; done
+  printf 'source %q\\n' "$target/bin/activate"
+}} > "$target/{ACTIVATE}"
+(source "$target/{ACTIVATE}" && python -c 'import {PIPES}') || {{ echo "HPC-ENV: the new environment cannot import {PIPES}" >&2; exit 6; }}
+touch "$target/.hpc-ready"
+"""
+
+
+def _hpc_env_error(stderr: str) -> str:
+    ours = [line.removeprefix("HPC-ENV: ") for line in stderr.splitlines() if line.startswith("HPC-ENV: ")]
+    return ours[-1] if ours else stderr.strip()[-2000:]
+
+
+def prepare(profile: ClusterProfile, project_root: Path, transport: Transport, base_dir: str,
+            imports: Iterable[str] = (), log: Callable[[str], None] | None = None) -> None:
+    """Make the job environment exist on the cluster and check that it imports `imports`.
+
+    A venv is built once per content hash on the login node (minutes the first time, a second
+    later); a preinstalled/apptainer Python is checked in place. Raises ConfigError naming the
+    profile key or requirements file to change; ContactLost when the login node does not answer.
+    """
+    env = profile.environment
+    check_job_python(profile, project_root)
+    rel = env_dir(profile, project_root)
+    target = f"{base_dir}/{rel}" if rel else None
     q = shlex.quote
     if env.strategy == "venv":
-        requirements = (project_root / env.venv.requirements).read_bytes()
-        check = f"{q(target)}/bin/python -c 'import dagster_pipes' 2>/dev/null && test -f {q(target)}/.hpc-ready"
-        if transport.run(check, check=False).exit_code == 0:
-            return
-        # flock: concurrent steps wanting the same venv build it once.
-        build = (
-            f"set -e; umask 022; mkdir -p {q(base_dir + '/' + ENVS_DIR)}; exec 9>{q(target)}.lock; flock 9; "
-            f"if ! ({check}); then rm -rf {q(target)}; {q(env.venv.python)} -m venv {q(target)}; "
-            f"{q(target)}/bin/python -m pip install --quiet --disable-pip-version-check -r /dev/stdin; "
-            f"{q(target)}/bin/python -c 'import dagster_pipes'; touch {q(target)}/.hpc-ready; fi"
-        )
-        try:
-            transport.run(build, stdin=requirements, timeout=1800)
-        except RemoteCommandError as exc:
-            raise ConfigError(
-                f"building the job environment on {profile.name} failed:\n{exc.result.stderr.strip()[-2000:]}",
-                fix=f"check {env.venv.requirements} and that {env.venv.python} exists on the login node",
-            ) from None
+        assert target is not None
+        if transport.run(f"test -f {q(target)}/.hpc-ready && test -f {q(target)}/{ACTIVATE}", check=False).exit_code != 0:
+            if log:
+                log(f"building the job environment on {profile.name} from {env.venv.requirements} "
+                    f"({target}); the first build takes minutes, later jobs reuse it")
+            try:
+                transport.run(_build_script(profile, target), stdin=_read(project_root / env.venv.requirements),
+                              timeout=BUILD_TIMEOUT_S)
+            except RemoteCommandError as exc:
+                raise ConfigError(
+                    f"building the job environment on {profile.name} failed: {_hpc_env_error(exc.result.stderr)}",
+                    fix=f"check environment.venv (modules, python) of clusters/{profile.name}.yaml with `hpc doctor "
+                    f"{profile.name}`, and the packages in {env.venv.requirements}",
+                    location=profile.location("environment", "venv"),
+                ) from None
     elif env.strategy == "pixi_pack":
-        assert env.pixi_pack is not None
-        archive = project_root / env.pixi_pack.archive
-        digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-        ready = f"test -f {q(target)}/.hpc-ready && test \"$(cat {q(target)}/.hpc-ready)\" = {digest}"
-        if transport.run(ready, check=False).exit_code == 0:
+        _unpack(profile, project_root, transport, target)
+    _verify_imports(profile, project_root, transport, base_dir, target, (PIPES, *imports))
+
+
+def _verify_imports(profile: ClusterProfile, project_root: Path, transport: Transport, base_dir: str,
+                    target: str | None, imports: Iterable[str]) -> None:
+    wanted = frozenset(i for i in imports if i)
+    key = (transport.target, target or profile.name, wanted)
+    with _VERIFIED_LOCK:
+        if key in _VERIFIED:
             return
-        transport.run(f"mkdir -p {q(target)}")
-        transport.put(archive.read_bytes(), f"{target}/environment.tar", mode=0o600)
-        transport.run(
-            f"cd {q(target)} && echo '{digest}  environment.tar' | sha256sum -c --quiet && "
-            f"pixi-unpack environment.tar && echo {digest} > .hpc-ready",
-            timeout=1800,
+    probe = ("import importlib, sys\nmissing = []\nfor name in sys.argv[1:]:\n    try:\n        importlib.import_module(name)\n"
+             "    except Exception as exc:\n        missing.append(f'{name} ({type(exc).__name__}: {exc})')\n"
+             "print('; '.join(missing)); sys.exit(1 if missing else 0)")
+    result = transport.run(login_command(profile, project_root, base_dir, ["-c", probe, *sorted(wanted)]), check=False, timeout=600)
+    if result.exit_code != 0:
+        missing = result.stdout.strip() or _hpc_env_error(result.stderr)
+        where = profile.environment.venv.requirements if profile.environment.strategy == "venv" else "environment.provides"
+        raise ConfigError(
+            f"the job environment on {profile.name} cannot import what the workload needs: {missing}",
+            fix=f"add the packages that provide them to {where}" if profile.environment.strategy == "venv"
+            else f"install them into the job's Python ({profile.environment.strategy}) or switch to environment.strategy: venv",
+            location=profile.location("environment"),
         )
+    with _VERIFIED_LOCK:
+        _VERIFIED.add(key)
+
+
+def _unpack(profile: ClusterProfile, project_root: Path, transport: Transport, target: str | None) -> None:
+    env = profile.environment
+    assert env.pixi_pack is not None and target is not None
+    archive = project_root / env.pixi_pack.archive
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    q = shlex.quote
+    ready = f"test -f {q(target)}/.hpc-ready && test \"$(cat {q(target)}/.hpc-ready)\" = {digest}"
+    if transport.run(ready, check=False).exit_code == 0:
+        return
+    transport.run(f"mkdir -p {q(target)}")
+    transport.put(archive.read_bytes(), f"{target}/environment.tar", mode=0o600)
+    transport.run(
+        f"cd {q(target)} && echo '{digest}  environment.tar' | sha256sum -c --quiet && "
+        f"pixi-unpack environment.tar && echo {digest} > .hpc-ready",
+        timeout=BUILD_TIMEOUT_S,
+    )
 
 
 def login_command(profile: ClusterProfile, project_root: Path, base_dir: str, argv: list[str]) -> str:
@@ -107,8 +330,8 @@ def login_command(profile: ClusterProfile, project_root: Path, base_dir: str, ar
     env = profile.environment
     runtime = activation(profile, project_root, base_dir)
     lines: list[str] = []
-    if env.module_purge or env.modules:
-        lines.append("command -v module >/dev/null 2>&1 || source /etc/profile")
+    if env.module_purge or env.modules or env.strategy == "venv":
+        lines.append(_module_prelude())
     if env.module_purge:
         lines.append("module purge")
     lines += [f"module load {shell.check_module_name(m)}" for m in env.modules]

@@ -11,9 +11,10 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from components.core import shell
+from components.core.environment_settings import EnvironmentSettings, StrictModel
 from components.core.errors import ConfigError, Location
 from components.core.project import load_settings
 from components.core.units import parse_mem_mb, parse_time_s
@@ -25,8 +26,7 @@ OVERRIDES_DIR = "overrides"
 TEMPLATES_DIR = "templates"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = StrictModel
 
 
 def _time(value: Any) -> Any:
@@ -156,61 +156,6 @@ class SlurmSettings(_Strict):
     @classmethod
     def _srun_args(cls, value: list[str]) -> list[str]:
         return [shell.check_directive(v) for v in value]
-
-
-class VenvSettings(_Strict):
-    requirements: str = Field("workloads/requirements.txt", description="Locked requirements, relative to the project.")
-    python: str = Field("python3", description="Interpreter the venv is built from on the cluster.")
-
-
-class PixiPackSettings(_Strict):
-    archive: str = Field(description="Local path of the pixi-pack archive (environment.tar).")
-
-
-class ApptainerSettings(_Strict):
-    image: str = Field(description="Image path on the cluster (.sif).")
-    bind: list[str] = []
-    executable: str = "apptainer"
-
-    @field_validator("bind")
-    @classmethod
-    def _bind(cls, value: list[str]) -> list[str]:
-        for item in value:
-            shell.check_line(item)
-        return value
-
-
-class EnvironmentSettings(_Strict):
-    strategy: Literal["preinstalled", "venv", "pixi_pack", "apptainer"] = Field(
-        "preinstalled",
-        description="How the job finds Python: preinstalled (python + modules), venv (built on the cluster "
-        "from locked requirements), pixi_pack (an uploaded packed environment), apptainer (inside an image).",
-    )
-    venv: VenvSettings = VenvSettings()
-    pixi_pack: PixiPackSettings | None = None
-    apptainer: ApptainerSettings | None = None
-    module_purge: bool = False
-    modules: list[str] = []
-    setup: list[str] = Field([], description="Shell lines run before the workload (one command per item).")
-    env: dict[str, str] = {}
-    python: str = Field("python3", description="Interpreter for the python launcher; 'current' = Dagster's own.")
-
-    @field_validator("modules")
-    @classmethod
-    def _modules(cls, value: list[str]) -> list[str]:
-        return [shell.check_module_name(v) for v in value]
-
-    @field_validator("setup")
-    @classmethod
-    def _setup(cls, value: list[str]) -> list[str]:
-        return [shell.check_line(v) for v in value]
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, value: dict[str, Any]) -> dict[str, str]:
-        for name in value:
-            shell.check_env_name(name)
-        return {k: str(v) for k, v in value.items()}
 
 
 class PathSettings(_Strict):

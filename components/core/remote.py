@@ -183,7 +183,8 @@ class SlurmRun:
                          "submitted it and never reported its outcome")
             else:
                 base = self._patiently(self.base_dir)
-                self._patiently(environments.prepare, self.profile, self.project_root, self.transport, base)
+                self._patiently(environments.prepare, self.profile, self.project_root, self.transport, base,
+                                self.plan.job.imports, self.context.log.info)
                 job_dir = self._patiently(self._make_job_dir, attempt)
         except OutageTooLong as exc:
             raise dg.Failure(f"{exc}; nothing was submitted. Materialize again once {self.profile.name} answers.") from None
@@ -286,6 +287,7 @@ class SlurmRun:
             runtime = replace(runtime, secrets_file=".hpc-secrets")
         runtime = replace(runtime, env=tuple(pipes_env.items()))
         plan = plan_job(self.profile, self.plan.job, strict=True, runtime=runtime)
+        plan = replace(plan, notes=(*plan.notes, *environments.notes(self.profile)))
         script = render_script(plan, self.project_root / "clusters")
         self._patiently(self.transport.put, script.encode(), f"{job_dir}/job.sh", 0o700)
         # Recorded before sbatch runs: if its answer is lost for good, a re-execution asks Slurm.

@@ -43,6 +43,8 @@ class JobSpec:
     resources: JobResources = field(default_factory=JobResources)
     # launcher "ray": the Ray object store size per node, in bytes (None: Ray's default share).
     ray_object_store_bytes: int | None = None
+    # Python packages the job's environment must import (checked on the login node before the first job).
+    imports: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name, _ in self.env:

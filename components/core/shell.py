@@ -68,6 +68,19 @@ def check_module_name(name: str) -> str:
     return name
 
 
+_MODULE_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+/@%-]*(?:[*?][A-Za-z0-9_.+/@%*?-]*|\[[A-Za-z0-9_.-]+\][A-Za-z0-9_.+/@%*?-]*)*$")
+
+
+def check_module_pattern(name: str) -> str:
+    """A module name, or a glob over names (`python/3.12*`, `Python/3.1[123]*`) resolved on the cluster."""
+    if not _MODULE_PATTERN.match(name or "") or "/" not in name and any(c in name for c in "*?["):
+        raise ValueError(
+            f"module {name!r} must be a module name (letters, digits and _ . + / @ % -) or a glob after "
+            "the module's family, such as python/3.12* or Python/3.1[123]*"
+        )
+    return name
+
+
 # A directive value may contain what Slurm's own syntax needs (gres lists, node lists,
 # mail addresses, time specs) but nothing that a shell or sbatch's parser would treat specially.
 _DIRECTIVE = re.compile(r"^--[a-z][a-z0-9-]*(=[A-Za-z0-9_.,:@%+/\[\]=-]+)?$")

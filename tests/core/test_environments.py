@@ -4,7 +4,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from components.core.environments import activation, env_dir
+from components.core.environments import activation, check_job_python, env_dir, workload_imports
 from components.core.errors import ConfigError
 from components.core.profiles import load_profile
 from components.core.render import JobSpec, plan_job, render_script
@@ -29,12 +29,56 @@ def _render(project: Path, profile_yaml: str) -> str:
     return render_script(plan_job(profile, job, runtime=activation(profile, project)), project / "clusters")
 
 
-def test_venv_is_keyed_by_the_requirements_hash(project):
+def test_venv_is_keyed_by_the_requirements_and_the_python_module(project):
     script = _render(project, "")
     rel = env_dir(load_profile("site", project / "clusters"), project)
-    assert rel.startswith("envs/venv-") and f'source "${{HOME}}"/dagster-hpc/{rel}/bin/activate' in script
+    assert rel.startswith("envs/venv-") and f'source "${{HOME}}"/dagster-hpc/{rel}/hpc-activate.sh' in script
     (project / "workloads" / "requirements.txt").write_text("dagster-pipes==1.13.27\nnumpy==2.3.0\n")
     assert env_dir(load_profile("site", project / "clusters"), project) != rel
+    _render(project, "environment:\n  venv: {modules: [python/3.12.8]}\n")
+    assert env_dir(load_profile("site", project / "clusters"), project) not in (rel, None)
+
+
+@pytest.mark.parametrize("name", ["python/3.12*", "Python/3.1[123]*", "python/3.11.7", "ASC/2025.06"])
+def test_venv_modules_take_names_and_globs(project, name):
+    _render(project, f"environment:\n  venv: {{modules: ['{name}']}}\n")
+
+
+@pytest.mark.parametrize("name", ["python*", "python/3;rm -rf ~", "python/$(id)", "py thon/3"])
+def test_venv_module_patterns_that_could_inject_are_refused(project, name):
+    with pytest.raises(ConfigError, match="environment.venv.modules"):
+        _render(project, f"environment:\n  venv: {{modules: ['{name}']}}\n")
+
+
+def test_workload_imports_follow_the_runtime_and_skip_optional_and_stdlib(tmp_path):
+    (tmp_path / "helper.py").write_text("")
+    (tmp_path / "w.py").write_text(
+        "import os, json\nimport numpy as np\nfrom dagster_pipes import open_dagster_pipes\nimport helper\n"
+        "from hpc_runtime.increment import resolve\ntry:\n    import rich\nexcept ImportError:\n    rich = None\n"
+        "def f():\n    import scipy.stats\n")
+    found = workload_imports(tmp_path / "w.py")
+    assert found[:2] == ("numpy", "dagster_pipes") and "scipy" in found
+    assert {"metaxy", "narwhals", "polars"} <= set(found)  # through hpc_runtime.increment
+    assert not {"os", "json", "helper", "rich", "hpc_runtime"} & set(found)
+    (tmp_path / "broken.py").write_text("def (:\n")
+    assert workload_imports(tmp_path / "broken.py") == ()
+
+
+def test_a_venv_without_dagster_pipes_is_refused(project):
+    (project / "workloads" / "requirements.txt").write_text("numpy==2.3.0\n")
+    _render(project, "")
+    with pytest.raises(ConfigError, match="does not list dagster-pipes") as err:
+        check_job_python(load_profile("site", project / "clusters"), project)
+    assert "requirements.txt" in err.value.fix
+
+
+def test_a_preinstalled_python_must_declare_dagster_pipes(project):
+    _render(project, "environment:\n  strategy: preinstalled\n")
+    with pytest.raises(ConfigError, match="not known to provide dagster_pipes") as err:
+        check_job_python(load_profile("site", project / "clusters"), project)
+    assert "clusters/site.yaml" in str(err.value) and "environment.provides" in err.value.fix
+    _render(project, "environment:\n  strategy: preinstalled\n  provides: [dagster_pipes]\n")
+    check_job_python(load_profile("site", project / "clusters"), project)
 
 
 def test_pixi_pack_activates_the_unpacked_environment(project):

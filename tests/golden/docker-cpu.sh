@@ -41,6 +41,13 @@ if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then
 fi
 rm -f .hpc-exit-code
 
+# Batch shells are not login shells: make sure the module command exists. Site scripts are not
+# written for set -u, so it is off while they run.
+set +u
+command -v module >/dev/null 2>&1 || source /etc/profile
+module purge
+set -u
+
 export HPC_DATA_DIR="${HOME}"/dagster-hpc/data
 # The job directory holds hpc_runtime, the helpers workloads import.
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"

@@ -42,9 +42,12 @@ fi
 rm -f .hpc-exit-code
 
 # VSC-5 asks jobs not to rely on ~/.bashrc: start from a clean module environment.
-# Batch shells are not login shells: make sure the module command exists.
+# Batch shells are not login shells: make sure the module command exists. Site scripts are not
+# written for set -u, so it is off while they run.
+set +u
 command -v module >/dev/null 2>&1 || source /etc/profile
 module purge
+set -u
 
 export HPC_DATA_DIR="${DATA}"/dagster-hpc/data
 # The job directory holds hpc_runtime, the helpers workloads import.
