@@ -120,6 +120,10 @@ class MetaxyFeatureComponent(WorkloadComponent):
                     dep.pop(name, None)
         return FeatureDecl(key=self.feature, attributes=attributes, file=defs_file, lines=_line_map(defs_file))
 
+    def environment_imports(self, project_root: Path) -> tuple[str, ...]:
+        # Resolve, ingest and commit run on the login node with the runtime's increment module.
+        return (*self.job_imports(project_root), *environments.workload_imports(RUNTIME_DIR / "increment.py"))
+
     def store_config(self, profile: ClusterProfile, project_root: Path) -> dict:
         """The store as the runtime opens it; relative local paths anchor at the project root."""
         return _store_config(self.store.model_dump() if self.store else None, profile, project_root)
@@ -170,9 +174,7 @@ class MetaxyFeatureComponent(WorkloadComponent):
         run = SlurmRun(context, self.plan(project_root), project_root, self.remote_policy(), self.op_name)
         base = run.base_dir()
         # The job's environment runs the steps on the login node, so it must exist first.
-        # Resolve, ingest and commit run on the login node with the runtime's increment module.
-        imports = (*run.plan.job.imports, *environments.workload_imports(RUNTIME_DIR / "increment.py"))
-        environments.prepare(profile, project_root, run.transport, base, imports, context.log.info)
+        environments.prepare(profile, project_root, run.transport, base, self.environment_imports(project_root), context.log.info)
         return RemoteSteps(run.transport, profile, project_root, base, f"{base}/jobs/{run_id}/{self.op_name}.metaxy")
 
     def materialize(self, context: dg.AssetExecutionContext, project_root: Path, graph: FeatureGraph) -> Iterator:

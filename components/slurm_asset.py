@@ -206,6 +206,10 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
             return ()
         return (environments.PIPES, *environments.workload_imports(project_root / WORKLOADS_DIR / self._workload_path(project_root)))
 
+    def environment_imports(self, project_root: Path) -> tuple[str, ...]:
+        """Everything the job environment must import for this component (the job's and the login node's)."""
+        return self.job_imports(project_root)
+
     def get_profile(self, project_root: Path, cluster: str | None = None) -> ClusterProfile:
         try:
             profile = load_profile(resolve_cluster_name(cluster or self.cluster, project_root), project_root / CLUSTERS_DIR)

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from copier import run_copy, run_update
 
-from components.core import cli
+from components import cli
 from components.core.profiles import available_profiles
 from tests.conftest import ROOT, use_project
 

@@ -21,10 +21,7 @@ Reusable pieces: `doctor_site.check_modules(run, modules)` loads a list of modul
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
-import re
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -34,10 +31,13 @@ from pathlib import Path
 import paramiko
 
 from components.core import doctor_site, doctor_slurm
+from components.core import known_hosts as kh
 from components.core.doctor_report import CheckResult, duration, failed, one_line, passed, skipped
 from components.core.errors import ConfigError
 from components.core.profiles import ClusterProfile, load_profile
-from components.core.ssh import CommandResult, ContactLost, SSHTarget, Transport, TransportError, target_for, transport_for
+from components.core.ssh import (
+    CommandResult, ContactLost, KnownHostsPolicy, SSHTarget, Transport, TransportError, presented_certificate, target_for, transport_for,
+)
 from components.core.ssh_auth import certificate_validity, check_certificate
 
 COMMAND_TIMEOUT_S = 60.0
@@ -124,77 +124,14 @@ def check_certificate_validity(ctx: Context) -> list[CheckResult]:
     return [passed("certificate", f"{cert} valid for {duration(left)} more (until {until})")]
 
 
-CERT_SUFFIX = "-cert-v01@openssh.com"
-# SSH strings/mpints a certificate carries for the certified key, per plain key type (PROTOCOL.certkeys).
-_CERT_KEY_FIELDS = {"ssh-ed25519": 1, "ssh-rsa": 2, "ecdsa-sha2-nistp256": 2, "ecdsa-sha2-nistp384": 2, "ecdsa-sha2-nistp521": 2}
-
-
-def sha256_fingerprint(key: paramiko.PKey | bytes) -> str:
-    """The fingerprint `ssh-keygen -lf` prints: SHA256:<unpadded base64>."""
-    blob = key if isinstance(key, bytes) else key.asbytes()
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-
-
-def host_certificate(key: paramiko.PKey) -> tuple[str, bytes] | None:
-    """(certificate type, signing CA's public key blob) when the host presented a certificate, else None."""
-    blob = getattr(key, "public_blob", None)
-    if blob is None or not blob.key_type.endswith(CERT_SUFFIX):
-        return None
+def describe_host_key(key: paramiko.PKey) -> str:
+    """`<type> SHA256:...` as `ssh-keygen -lf` prints it; for a host certificate also its type and signing CA."""
+    shown = f"{key.get_name()} {kh.fingerprint(key.asbytes())}"
     try:
-        msg = paramiko.Message(blob.key_blob)
-        msg.get_text(), msg.get_string()  # type, nonce
-        for _ in range(_CERT_KEY_FIELDS[blob.key_type.removesuffix(CERT_SUFFIX)]):
-            msg.get_string()
-        msg.get_int64(), msg.get_int(), msg.get_string(), msg.get_string()  # serial, type, key id, principals
-        msg.get_int64(), msg.get_int64(), msg.get_string(), msg.get_string(), msg.get_string()  # validity, options, extensions, reserved
-        return blob.key_type, msg.get_string()
-    except Exception:  # noqa: BLE001 - an unreadable certificate is reported as not found
-        return None
-
-
-def known_hosts_entry(host: str, port: int) -> str:
-    return host if port == 22 else f"[{host}]:{port}"
-
-
-def find_known_host(path: str, host: str, port: int, key: paramiko.PKey) -> tuple[int, str] | None:
-    """(line number, marker) of the known_hosts line that vouches for this host key, or None.
-
-    marker is '' for a pinned key, '@revoked' for a revoked one, '@cert-authority' when the host
-    presented a certificate signed by that line's CA. Plain, wildcard and hashed (|1|salt|hash) host
-    patterns are understood; a matching '!' pattern excludes the line.
-    """
-    name = known_hosts_entry(host, port)
-    cert = host_certificate(key)
-    try:
-        lines = Path(os.path.expanduser(path)).read_text().splitlines()
-    except OSError:
-        return None
-    for number, line in enumerate(lines, 1):
-        fields = line.split()
-        if not fields or fields[0].startswith("#"):
-            continue
-        marker = fields.pop(0) if fields[0].startswith("@") else ""
-        if len(fields) < 3:
-            continue
-        patterns, key_type, blob = fields[0].split(","), fields[1], fields[2]
-        if marker == "@cert-authority":
-            if cert is None or blob != base64.b64encode(cert[1]).decode():
-                continue
-        elif key_type != key.get_name() or blob != key.get_base64():
-            continue
-        if any(_host_matches(p[1:], name) for p in patterns if p.startswith("!")):
-            continue
-        if any(_host_matches(p, name) for p in patterns if not p.startswith("!")):
-            return number, marker
-    return None
-
-
-def _host_matches(pattern: str, name: str) -> bool:
-    if pattern.startswith("|1|"):
-        return paramiko.HostKeys.hash_host(name, pattern) == pattern
-    # Only * and ? are wildcards in known_hosts; '[host]:port' brackets are literal.
-    regex = re.escape(pattern.lower()).replace(r"\*", ".*").replace(r"\?", ".")
-    return re.fullmatch(regex, name.lower()) is not None
+        cert = kh.parse_certificate(presented_certificate(key) or b"")
+    except ValueError:  # no certificate (or an unreadable one): the plain key says it all
+        return shown
+    return f"a {cert.key_type} host certificate for {shown}, signed by CA {kh.fingerprint(cert.ca_key)}"
 
 
 def _verify_hint(host: str) -> str:
@@ -202,25 +139,17 @@ def _verify_hint(host: str) -> str:
             "run on the login node over a path you trust (a console, or another network)")
 
 
-def presented_key(target: SSHTarget, timeout: float) -> paramiko.PKey | None:
-    """The key the login node presents, read by a bare key exchange (no login); None via jump hosts or on any error."""
-    if target.jumps:
+def presented_key(policy: KnownHostsPolicy, timeout: float) -> paramiko.PKey | None:
+    """The key the login node presents, read by a bare key exchange (no login) that asks for the key types
+    known_hosts expects, as the real connection does; None via jump hosts or on any error."""
+    if policy.target.jumps:
         return None
-    hop = target.login
     try:
-        sock = socket.create_connection((hop.host, hop.port), timeout)
+        sock = socket.create_connection((policy.hop.host, policy.hop.port), timeout)
     except OSError:
         return None
-    transport = paramiko.Transport(sock)
+    transport = policy.transport(sock)
     try:
-        host_keys = paramiko.HostKeys()
-        known = Path(os.path.expanduser(target.known_hosts))
-        if known.is_file():
-            host_keys.load(str(known))
-        pinned = list((host_keys.lookup(known_hosts_entry(hop.host, hop.port)) or {}).keys())
-        options = transport.get_security_options()
-        # Ask for the key type that is pinned, as the real connection does.
-        options.key_types = [t for t in pinned if t in options.key_types] + [t for t in options.key_types if t not in pinned]
         transport.start_client(timeout=timeout)
         return transport.get_remote_server_key()
     except Exception:  # noqa: BLE001 - a fingerprint is a courtesy in an error message
@@ -229,13 +158,27 @@ def presented_key(target: SSHTarget, timeout: float) -> paramiko.PKey | None:
         transport.close()
 
 
+def host_key_result(policy: KnownHostsPolicy, key: paramiko.PKey | None, refusal: str = "") -> CheckResult:
+    """The 'host key' line: the key presented, and the known_hosts line that vouched for it (or why none did).
+    `refusal` is the connection's own message when it refused the host key."""
+    target, hop = policy.target, policy.hop
+    pin_fix = (f"{_verify_hint(hop.host)}; then put that key in {target.known_hosts} as "
+               f"'{kh.lookup_name(hop.host, hop.port)} <type> <key>' (ssh-keyscan -p {hop.port} {hop.host} prints it)")
+    if key is None:
+        return failed("host key", refusal, pin_fix) if refusal else passed("host key", f"{hop.host}:{hop.port}: key accepted")
+    verdict, presents = policy.verdict(key), f"{hop.host}:{hop.port} presents {describe_host_key(key)}"
+    if verdict.accepted and not refusal:
+        return passed("host key", f"{presents}, {verdict.reason}; to verify it out of band, {_verify_hint(hop.host)}")
+    if verdict.kind == "revoked":
+        pin_fix = f"do not use this host until its operators confirm a new key; {pin_fix}"
+    return failed("host key", f"{refusal or policy.refusal(verdict)} [{presents}]", pin_fix)
+
+
 def check_connection(ctx: Context) -> list[CheckResult]:
     """The 'host key' and 'authentication' lines, from one real connection through the transport."""
     target, transport = ctx.target, ctx.transport
     assert target is not None and transport is not None
     hop = target.login
-    pin_fix = (f"{_verify_hint(hop.host)}; then put that key in {target.known_hosts} as "
-               f"'{known_hosts_entry(hop.host, hop.port)} <type> <key>' (ssh-keyscan -p {hop.port} {hop.host} prints it)")
     try:
         conn = transport.connection()
     except ConfigError as exc:
@@ -247,32 +190,12 @@ def check_connection(ctx: Context) -> list[CheckResult]:
                        f"check ssh.host/ssh.port ({hop.host}:{hop.port}), VPN and jump hosts, then retry"),
                 skipped("authentication", "host key")]
     except TransportError as exc:
-        message = str(exc)
-        key = presented_key(target, target.connect_timeout_s)
-        presents = f"{hop.host}:{hop.port} presents {key.get_name()} {sha256_fingerprint(key)}" if key else ""
+        message, policy = str(exc), KnownHostsPolicy(target, hop)
+        key = presented_key(policy, target.connect_timeout_s)
         if "authentication" not in message.lower():
-            problem = message + (f" [{presents}]" if presents else "")
-            return [failed("host key", problem, pin_fix), skipped("authentication", "host key")]
-        line = find_known_host(target.known_hosts, hop.host, hop.port, key) if key else None
-        pinned = f", pinned at {target.known_hosts}:{line[0]}" if line else ""
-        return [passed("host key", (presents or f"{hop.host}:{hop.port}: key accepted") + pinned),
-                failed("authentication", message, _auth_fix(target))]
-    key = conn.transport.get_remote_server_key()
-    cert = host_certificate(key)
-    fingerprint = f"{key.get_name()} {sha256_fingerprint(key)}"
-    if cert:
-        fingerprint = f"a {cert[0]} host certificate for {fingerprint}, signed by CA {sha256_fingerprint(cert[1])}"
-    line = find_known_host(target.known_hosts, hop.host, hop.port, key)
-    results = []
-    if line and line[1] == "@revoked":
-        results.append(failed("host key", f"{hop.host}:{hop.port} presents {fingerprint}, marked @revoked at {target.known_hosts}:{line[0]}",
-                              f"do not use this host until its operators confirm a new key; {pin_fix}"))
-    else:
-        if line:
-            where = f"{'trusted by the @cert-authority line' if line[1] else 'matches'} {target.known_hosts}:{line[0]}"
-        else:
-            where = f"accepted by the known_hosts entries of {target.known_hosts}"
-        results.append(passed("host key", f"{hop.host}:{hop.port} presents {fingerprint}, {where}; to verify it out of band, {_verify_hint(hop.host)}"))
+            return [host_key_result(policy, key, refusal=message), skipped("authentication", "host key")]
+        return [host_key_result(policy, key), failed("authentication", message, _auth_fix(target))]
+    results = [host_key_result(KnownHostsPolicy(target, hop), conn.transport.get_remote_server_key())]
     echo = ctx.run("echo hpc-doctor")
     if echo.exit_code != 0 or echo.stdout.strip() != "hpc-doctor":
         results.append(failed("authentication", f"logged in as {hop.user}, but a command did not run: {one_line(echo.stderr) or echo.exit_code}",

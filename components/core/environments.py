@@ -16,6 +16,7 @@ import shlex
 import sys
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from components.core import shell
@@ -29,6 +30,10 @@ ACTIVATE = "hpc-activate.sh"
 PIPES = "dagster_pipes"
 # The interpreters the locked requirements are resolved for (`make lock`: --python-version 3.11, universal).
 PYTHON_RANGE = ((3, 11), (3, 14))
+# The installer, as scripts/bootstrap.sh pins it for the local .venv.
+UV_VERSION = "0.13.9"
+# Bumped when what a build writes changes (hpc-activate.sh), so environments built before are rebuilt.
+BUILD_FORMAT = "3"
 BUILD_TIMEOUT_S = 1800
 # Imports already verified in this process, per (transport target, environment dir).
 _VERIFIED: set[tuple[object, str, frozenset[str]]] = set()
@@ -48,7 +53,7 @@ def _venv_key(profile: ClusterProfile, project_root: Path) -> str:
     venv = profile.environment.venv
     digest = hashlib.sha256(_read(project_root / venv.requirements))
     # The modules and the interpreter are part of what defines the venv: a new Python is a new venv.
-    digest.update("\0".join([venv.python, *venv.modules]).encode())
+    digest.update("\0".join([BUILD_FORMAT, venv.python, *venv.modules]).encode())
     return digest.hexdigest()[:16]
 
 
@@ -97,6 +102,16 @@ def notes(profile: ClusterProfile) -> list[str]:
 
 
 # --- what a workload needs ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class JobEnvironment:
+    """One environment some workloads run in: the profile that defines it (requirements included),
+    the packages they import, and the component folders (under defs/) that use it."""
+
+    profile: ClusterProfile
+    imports: tuple[str, ...]
+    users: tuple[str, ...]
+
 
 def workload_imports(path: Path, _seen: frozenset[Path] = frozenset()) -> tuple[str, ...]:
     """Top-level packages a Python workload imports, minus the standard library and its own folder.
@@ -231,7 +246,11 @@ py=$(command -v {q(venv.python)}) || {{ echo "HPC-ENV: no {venv.python} on PATH 
   echo "HPC-ENV: $py is $("$py" -V 2>&1); the locked requirements need Python {low[0]}.{low[1]} to {high[0]}.{high[1] - 1}" >&2; exit 5; }}
 rm -rf "$target"
 "$py" -m venv "$target"
-"$target/bin/python" -m pip install --quiet --disable-pip-version-check -r /dev/stdin
+# uv installs the locked requirements (from its cache next to the environments, hard-linked:
+# a rebuild after a small change takes seconds); pip only fetches uv itself.
+"$target/bin/python" -m pip install --quiet --disable-pip-version-check uv=={UV_VERSION}
+# The system trust store, as pip uses it: sites and proxies with their own CA work.
+UV_NATIVE_TLS=1 UV_CACHE_DIR="$(dirname "$target")/.uv-cache" "$target/bin/uv" pip install --quiet --python "$target/bin/python" -r /dev/stdin
 {{
   echo "# Written when this environment was built on $(hostname) at $(date -u +%FT%TZ) with $("$py" -V 2>&1)."
   echo "# Jobs source it: the exact modules it was built with, then the venv."

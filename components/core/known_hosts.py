@@ -96,7 +96,8 @@ class Certificate:
 @dataclass(frozen=True)
 class Verdict:
     """`accepted`, or why not: `kind` is one of "pinned", "certificate" (accepted) or "unknown",
-    "changed", "revoked", "invalid", "unverifiable"; `reason` is a clause for the message."""
+    "changed", "revoked", "invalid", "unverifiable"; `reason` is a clause for the message, or for an
+    accepted key the line that vouched for it ("pinned at file:line", "trusted by the @cert-authority line file:line")."""
 
     accepted: bool
     kind: str
@@ -343,7 +344,7 @@ def check(known: KnownHosts, host: str, port: int, key: bytes, certificate: byte
             else:
                 problem = certificate_problem(cert, host, now)
                 if problem is None:
-                    return Verdict(True, "certificate", f"host certificate signed by the CA at {authority.where}", **shown)
+                    return Verdict(True, "certificate", f"trusted by the @cert-authority line {authority.where}", **shown)
                 cert_refusal = Verdict(False, problem[0], problem[1], **shown)
     # As OpenSSH: a certificate that does not check out still leaves the plain key to be pinned.
     for e in pinned:

@@ -120,11 +120,16 @@ class CommandResult:
 
 
 def _host_keys_hint(target: SSHTarget, hop: Hop) -> str:
-    name = hop.host if hop.port == 22 else f"[{hop.host}]:{hop.port}"
     return (
         f"verify the host key out of band, then pin it: ssh-keyscan -p {hop.port} {hop.host} "
-        f">> {target.known_hosts}   (entry '{name}')"
+        f">> {target.known_hosts}   (entry '{kh.lookup_name(hop.host, hop.port)}')"
     )
+
+
+def presented_certificate(key: paramiko.PKey) -> bytes | None:
+    """The host certificate blob when the server presented `key` inside one (paramiko keeps it as `public_blob`)."""
+    blob = key.public_blob
+    return blob.key_blob if blob is not None and blob.key_type.endswith(kh.CERT_SUFFIX) else None
 
 
 class _HostKeyOrder(paramiko.Transport):
@@ -137,8 +142,9 @@ class _HostKeyOrder(paramiko.Transport):
         return tuple(dict.fromkeys([a for a in self.first if a in offered] + list(offered)))
 
 
-class _KnownHostsPolicy(paramiko.MissingHostKeyPolicy):
-    """Decides on every host key (paramiko's own HostKeys stay empty) with `known_hosts.check`."""
+class KnownHostsPolicy(paramiko.MissingHostKeyPolicy):
+    """Decides on every host key (paramiko's own HostKeys stay empty) with `known_hosts.check`, reading
+    known_hosts once; `hpc doctor` asks it for the verdict to say which line vouched for the key."""
 
     _warned: set[str] = set()
 
@@ -157,14 +163,19 @@ class _KnownHostsPolicy(paramiko.MissingHostKeyPolicy):
         transport.first = kh.host_key_algorithms(self.known, self.hop.host, self.hop.port)
         return transport
 
+    def verdict(self, key: paramiko.PKey) -> kh.Verdict:
+        """known_hosts' decision on `key` as the server presented it (inside a host certificate or not)."""
+        return kh.check(self.known, self.hop.host, self.hop.port, key.asbytes(), presented_certificate(key))
+
+    def refusal(self, verdict: kh.Verdict) -> str:
+        """One line for a refused key, with the pin command where pinning helps."""
+        return verdict.message(self.hop.host, self.hop.port, self.target.known_hosts, _host_keys_hint(self.target, self.hop))
+
     def verify(self, key: paramiko.PKey) -> None:
-        """Raises TransportError (one line, with the pin command where pinning helps) unless trusted."""
-        blob = key.public_blob
-        cert = blob.key_blob if blob is not None and blob.key_type.endswith(kh.CERT_SUFFIX) else None
-        verdict = kh.check(self.known, self.hop.host, self.hop.port, key.asbytes(), cert)
+        """Raises TransportError (the `refusal`) unless `key` is trusted."""
+        verdict = self.verdict(key)
         if not verdict.accepted:
-            raise TransportError(verdict.message(self.hop.host, self.hop.port, self.target.known_hosts,
-                                                 _host_keys_hint(self.target, self.hop)))
+            raise TransportError(self.refusal(verdict))
 
     def missing_host_key(self, client, hostname, key):
         try:
@@ -201,7 +212,7 @@ class Transport:
             config=Config(ssh_config=paramiko.SSHConfig()),  # ignore ~/.ssh/config: the profile decides
         )
         conn.client = paramiko.SSHClient()
-        policy = _KnownHostsPolicy(self.target, hop)
+        policy = KnownHostsPolicy(self.target, hop)
         conn.client.set_missing_host_key_policy(policy)
         conn.connect_kwargs["transport_factory"] = policy.transport
         if self.target.auth == "certificate" and self.target.key_file and self.target.certificate_file:
@@ -241,7 +252,7 @@ class Transport:
     def _open_interactive(self, conn: Connection, hop: Hop) -> None:
         # paramiko's password fallback answers one prompt; password + OTP needs both answered.
         sock = conn.open_gateway() if conn.gateway else socket.create_connection((conn.host, conn.port), self.target.connect_timeout_s)
-        policy = _KnownHostsPolicy(self.target, hop)
+        policy = KnownHostsPolicy(self.target, hop)
         transport = policy.transport(sock)
         transport.start_client(timeout=self.target.connect_timeout_s)
         try:

@@ -19,7 +19,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from components.core import cli
+from components import cli
 from components.slurm_asset import WorkloadComponent
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,13 +9,14 @@ import paramiko
 import pytest
 
 from components.core import doctor, doctor_site, doctor_slurm
+from components.core import known_hosts as kh
 from components.core.doctor_report import CheckResult, exit_code, failed, passed, render_json, render_text, skipped
 from components.core.doctor_slurm import (
     QosInfo, assess_account, assess_class, gpus_per_node, noop_job_command, parse_associations, parse_facts,
     parse_gres, parse_partitions, parse_qos, parse_sacct_jobs, queue_wait_s, slurm_time_s, time_limit,
 )
 from components.core.profiles import load_profile
-from components.core.ssh import Hop, SSHTarget
+from components.core.ssh import Hop, KnownHostsPolicy, SSHTarget
 from tests.conftest import ROOT
 
 # Output of the test cluster's Slurm 22.05 (trimmed to the fields that matter plus a few others).
@@ -143,7 +144,12 @@ def _host_key(tmp_path, name="host"):
     return paramiko.Ed25519Key.from_private_key_file(str(tmp_path / name))
 
 
-def test_known_hosts_line_that_pins_the_key(tmp_path):
+def _host_key_line(known, host: str, port: int, key) -> CheckResult:
+    policy = KnownHostsPolicy(SSHTarget(Hop(host, port, "me"), known_hosts=str(known)), Hop(host, port, "me"))
+    return doctor.host_key_result(policy, key)
+
+
+def test_the_host_key_line_names_the_known_hosts_line_that_pins_the_key(tmp_path):
     key, other = _host_key(tmp_path), _host_key(tmp_path, "other")
     known = tmp_path / "known_hosts"
     hashed = paramiko.HostKeys.hash_host("login.example.org")
@@ -155,13 +161,18 @@ def test_known_hosts_line_that_pins_the_key(tmp_path):
         f"*.cluster.org,!bad.cluster.org {key.get_name()} {key.get_base64()}\n"
         f"@revoked old.example.org {key.get_name()} {key.get_base64()}\n"
     )
-    assert doctor.find_known_host(str(known), "127.0.0.1", 2222, key) == (4, "")
-    assert doctor.find_known_host(str(known), "127.0.0.1", 22, key) is None  # '[127.0.0.1]' is not a pattern class
-    assert doctor.find_known_host(str(known), "login.example.org", 22, key) == (5, "")
-    assert doctor.find_known_host(str(known), "a.cluster.org", 22, key) == (6, "")
-    assert doctor.find_known_host(str(known), "bad.cluster.org", 22, key) is None
-    assert doctor.find_known_host(str(known), "old.example.org", 22, key) == (7, "@revoked")
-    assert doctor.find_known_host(str(tmp_path / "missing"), "127.0.0.1", 2222, key) is None
+    line = _host_key_line(known, "127.0.0.1", 2222, key)
+    assert line.ok and line.detail.startswith(f"127.0.0.1:2222 presents ssh-ed25519 {kh.fingerprint(key.asbytes())}, pinned at {known}:4; ")
+    assert "to verify it out of band, compare it with the fingerprint" in line.detail
+    assert not _host_key_line(known, "127.0.0.1", 22, key).ok  # '[127.0.0.1]' is not a pattern class
+    assert f"pinned at {known}:5;" in _host_key_line(known, "login.example.org", 22, key).detail
+    assert f"pinned at {known}:6;" in _host_key_line(known, "a.cluster.org", 22, key).detail
+    assert not _host_key_line(known, "bad.cluster.org", 22, key).ok
+    revoked = _host_key_line(known, "old.example.org", 22, key)
+    assert not revoked.ok and f"is marked @revoked at {known}:7" in revoked.detail
+    assert revoked.fix.startswith("do not use this host until its operators confirm a new key")
+    missing = _host_key_line(tmp_path / "missing", "127.0.0.1", 2222, key)
+    assert not missing.ok and "is not in" in missing.detail and "ssh-keyscan -p 2222 127.0.0.1" in missing.fix
 
 
 def test_a_host_certificate_is_traced_to_its_cert_authority_line(tmp_path):
@@ -171,14 +182,14 @@ def test_a_host_certificate_is_traced_to_its_cert_authority_line(tmp_path):
                     str(tmp_path / "host.pub")], check=True)
     key = paramiko.Ed25519Key.from_private_key_file(str(tmp_path / "host"))
     key.load_certificate(str(tmp_path / "host-cert.pub"))
-    kind, signer = doctor.host_certificate(key)
-    assert kind == "ssh-ed25519-cert-v01@openssh.com" and signer == ca.asbytes()
     known = tmp_path / "known_hosts"
     known.write_text(f"@cert-authority *.example.org {ca.get_name()} {ca.get_base64()}\n")
-    assert doctor.find_known_host(str(known), "login.example.org", 22, key) == (1, "@cert-authority")
-    assert doctor.find_known_host(str(known), "login.other.org", 22, key) is None
-    assert doctor.sha256_fingerprint(ca) == subprocess.run(["ssh-keygen", "-lf", str(tmp_path / "ca.pub")], capture_output=True,
-                                                           text=True).stdout.split()[1]
+    ca_fingerprint = subprocess.run(["ssh-keygen", "-lf", str(tmp_path / "ca.pub")], capture_output=True, text=True).stdout.split()[1]
+    line = _host_key_line(known, "login.example.org", 22, key)
+    assert line.ok and line.detail.startswith(
+        f"login.example.org:22 presents a ssh-ed25519-cert-v01@openssh.com host certificate for ssh-ed25519 "
+        f"{kh.fingerprint(key.asbytes())}, signed by CA {ca_fingerprint}, trusted by the @cert-authority line {known}:1; ")
+    assert not _host_key_line(known, "login.other.org", 22, key).ok
 
 
 def _certificate(tmp_path, validity: str) -> str:

@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from components.core import cli
+from components import cli
 from tests.conftest import VENV_BIN, copy_project
 from tests.integration.conftest import ssh_as_user
 

@@ -13,53 +13,15 @@ import sys
 from pathlib import Path
 
 from components.core.errors import ConfigError
+from components.inventory import find_project_root, load_workload
 from components.core.profiles import available_profiles, load_profile
 
 EXIT_CONFIG = 2
 
 
-def _project_root(start: Path) -> Path:
-    for candidate in (start, *start.parents):
-        if (candidate / "pyproject.toml").is_file() and (candidate / "clusters").is_dir():
-            return candidate
-    raise ConfigError(
-        f"no project found at or above {start}",
-        fix="run hpc inside a project (a directory with pyproject.toml and clusters/)",
-    )
-
-
-def _load_component(project_root: Path, target: str):
-    import dagster as dg
-
-    from components.slurm_asset import WorkloadComponent
-
-    path = Path(target)
-    if path.name == "defs.yaml":
-        path = path.parent
-    defs_root = project_root / "defs"
-    absolute = path if path.is_absolute() else (Path.cwd() / path)
-    try:
-        relative = absolute.resolve().relative_to(defs_root.resolve())
-    except ValueError:
-        relative = Path(target)  # already relative to defs/
-    if not (defs_root / relative).exists():
-        raise ConfigError(
-            f"{target} is not a folder under defs/",
-            fix="give the component folder, for example defs/numbers",
-        )
-    tree = dg.ComponentTree.for_project(project_root)
-    component = tree.load_component(relative)
-    if not isinstance(component, WorkloadComponent):
-        raise ConfigError(
-            f"defs/{relative} is a {type(component).__name__}, not a component that runs a workload",
-            fix="point hpc render at a SlurmAssetComponent or MetaxyFeatureComponent instance",
-        )
-    return component
-
-
 def cmd_render(args: argparse.Namespace) -> int:
-    project_root = _project_root(Path.cwd())
-    component = _load_component(project_root, args.path)
+    project_root = find_project_root(Path.cwd())
+    component = load_workload(project_root, args.path)
     clusters = available_profiles(project_root / "clusters") if args.all_clusters else (args.cluster or [None])
     for index, cluster in enumerate(clusters):
         plan = component.render(project_root, cluster, strict=args.strict)
@@ -74,7 +36,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_clusters(args: argparse.Namespace) -> int:
-    project_root = _project_root(Path.cwd())
+    project_root = find_project_root(Path.cwd())
     clusters_dir = project_root / "clusters"
     status = 0
     for name in available_profiles(clusters_dir):
@@ -93,7 +55,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from components.core import doctor
     from components.core.doctor_report import exit_code, render_json, render_text
 
-    project_root = _project_root(Path.cwd())
+    project_root = find_project_root(Path.cwd())
     results = doctor.diagnose(args.cluster, project_root, submit=args.submit)
     sys.stdout.write(render_json(results) if args.json else render_text(results))
     return exit_code(results)

@@ -1,0 +1,90 @@
+"""The project's workload components, loaded from defs/ as `dg` loads them, for the `hpc` CLI.
+
+Lives at the top of the package (not in core/) because it needs the components themselves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from components.core.environments import JobEnvironment, env_dir
+from components.core.errors import ConfigError
+
+DEFS_DIR = "defs"
+
+
+def find_project_root(start: Path) -> Path:
+    """The nearest directory at or above `start` with pyproject.toml and clusters/. Raises ConfigError."""
+    for candidate in (start, *start.parents):
+        if (candidate / "pyproject.toml").is_file() and (candidate / "clusters").is_dir():
+            return candidate
+    raise ConfigError(
+        f"no project found at or above {start}",
+        fix="run hpc inside a project (a directory with pyproject.toml and clusters/)",
+    )
+
+
+def load_workload(project_root: Path, target: str):
+    """The WorkloadComponent in the folder `target` (defs/numbers, numbers or .../defs.yaml). Raises ConfigError."""
+    import dagster as dg
+
+    from components.slurm_asset import WorkloadComponent
+
+    path = Path(target)
+    if path.name == "defs.yaml":
+        path = path.parent
+    defs_root = project_root / DEFS_DIR
+    absolute = path if path.is_absolute() else (Path.cwd() / path)
+    try:
+        relative = absolute.resolve().relative_to(defs_root.resolve())
+    except ValueError:
+        relative = Path(target)  # already relative to defs/
+    if not (defs_root / relative).exists():
+        raise ConfigError(
+            f"{target} is not a folder under defs/",
+            fix="give the component folder, for example defs/numbers",
+        )
+    component = dg.ComponentTree.for_project(project_root).load_component(relative)
+    if not isinstance(component, WorkloadComponent):
+        raise ConfigError(
+            f"defs/{relative} is a {type(component).__name__}, not a component that runs a workload",
+            fix="point hpc render at a SlurmAssetComponent or MetaxyFeatureComponent instance",
+        )
+    return component
+
+
+def workload_components(project_root: Path) -> list[tuple[str, object]]:
+    """(folder under defs/, component) for every workload component of the project, in path order."""
+    import dagster as dg
+
+    from components.slurm_asset import WorkloadComponent
+
+    tree = dg.ComponentTree.for_project(project_root)
+    found = []
+    for defs_yaml in sorted((project_root / DEFS_DIR).rglob("defs.yaml")):
+        relative = defs_yaml.parent.relative_to(project_root / DEFS_DIR)
+        component = tree.load_component(relative)
+        if isinstance(component, WorkloadComponent):
+            found.append((str(relative), component))
+    return found
+
+
+def job_environments(project_root: Path, cluster: str) -> list[JobEnvironment]:
+    """The distinct job environments the project's workloads need on `cluster`, with what each must import.
+
+    Components that build the same environment (same requirements, modules and Python) share one
+    entry whose imports are the union of theirs.
+    """
+    merged: dict[str | None, JobEnvironment] = {}
+    for name, component in workload_components(project_root):
+        profile = component.get_profile(project_root, cluster)
+        if profile.scheduler != "slurm":
+            continue
+        key = env_dir(profile, project_root) or profile.environment.strategy
+        imports = tuple(dict.fromkeys(component.environment_imports(project_root)))
+        known = merged.get(key)
+        if known is None:
+            merged[key] = JobEnvironment(profile, imports, (name,))
+        else:
+            merged[key] = JobEnvironment(known.profile, tuple(dict.fromkeys((*known.imports, *imports))), (*known.users, name))
+    return list(merged.values())
