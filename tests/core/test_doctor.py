@@ -8,12 +8,13 @@ import subprocess
 import paramiko
 import pytest
 
-from components.core import doctor, doctor_site, doctor_slurm
+from components.core import doctor, doctor_site
 from components.core import known_hosts as kh
 from components.core.doctor_report import CheckResult, exit_code, failed, passed, render_json, render_text, skipped
-from components.core.doctor_slurm import (
-    QosInfo, assess_account, assess_class, gpus_per_node, noop_job_command, parse_associations, parse_facts,
-    parse_gres, parse_partitions, parse_qos, parse_sacct_jobs, queue_wait_s, slurm_time_s, time_limit,
+from components.core.doctor_slurm import assess_account, assess_class, noop_job_command, time_limit
+from components.core.doctor_slurm_facts import (
+    QosInfo, gpus_per_node, parse_associations, parse_facts, parse_gres, parse_partitions, parse_qos, parse_sacct_jobs, queue_wait_s,
+    slurm_time_s,
 )
 from components.core.profiles import load_profile
 from components.core.ssh import Hop, KnownHostsPolicy, SSHTarget
