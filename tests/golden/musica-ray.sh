@@ -50,7 +50,7 @@ export OMP_NUM_THREADS=2
 # Passed from the orchestrator's environment at run time, never written here: HF_TOKEN
 
 # --- Ray cluster over the job's nodes: head on the first node, one worker per other node ---
-ulimit -n 65536
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 export HPC_RAY_NODES=2
 export HPC_RAY_START_TIMEOUT_S=180
 # Only this job's processes may join or drive its Ray cluster: a fresh token, never written to disk.
