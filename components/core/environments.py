@@ -216,6 +216,8 @@ def _build_script(profile: ClusterProfile, target: str) -> str:
     low, high = PYTHON_RANGE
     return f"""{_module_prelude()}
 set -eo pipefail
+# No step may fail in silence: name the line that stopped the build.
+trap 'echo "HPC-ENV: the build stopped at line $LINENO of its script (exit $?)" >&2' ERR
 umask 022
 target={q(target)}
 mkdir -p "$(dirname "$target")"
@@ -226,7 +228,7 @@ flock 9
 resolve() {{  # the newest module `module avail` lists whose name matches the glob $1
   local name
   module -t avail "${{1%%/*}}" 2>&1 | sed -e 's/([^)]*)//g' -e 's/[[:space:]]*$//' | grep -v ':$' |
-    while IFS= read -r name; do [[ $name == $1 ]] && printf '%s\\n' "$name"; done | sort -V | tail -n 1
+    while IFS= read -r name; do if [[ $name == $1 ]]; then printf '%s\\n' "$name"; fi; done | sort -V | tail -n 1
 }}
 loaded=()
 {"module purge >/dev/null 2>&1 || true" if profile.environment.module_purge else "# module_purge is off: the site's default modules stay (Leonardo's profile/base)."}
@@ -263,9 +265,11 @@ touch "$target/.hpc-ready"
 """
 
 
-def _hpc_env_error(stderr: str) -> str:
-    ours = [line.removeprefix("HPC-ENV: ") for line in stderr.splitlines() if line.startswith("HPC-ENV: ")]
-    return ours[-1] if ours else stderr.strip()[-2000:]
+def _hpc_env_error(result) -> str:
+    ours = [line.removeprefix("HPC-ENV: ") for line in result.stderr.splitlines() if line.startswith("HPC-ENV: ")]
+    if ours:
+        return ours[0]
+    return result.stderr.strip()[-2000:] or f"exit code {result.exit_code}, no error output; {result.stdout.strip()[-500:]}"
 
 
 def prepare(profile: ClusterProfile, project_root: Path, transport: Transport, base_dir: str,
@@ -292,7 +296,7 @@ def prepare(profile: ClusterProfile, project_root: Path, transport: Transport, b
                               timeout=BUILD_TIMEOUT_S)
             except RemoteCommandError as exc:
                 raise ConfigError(
-                    f"building the job environment on {profile.name} failed: {_hpc_env_error(exc.result.stderr)}",
+                    f"building the job environment on {profile.name} failed: {_hpc_env_error(exc.result)}",
                     fix=f"check environment.venv (modules, python) of clusters/{profile.name}.yaml with `hpc doctor "
                     f"{profile.name}`, and the packages in {env.venv.requirements}",
                     location=profile.location("environment", "venv"),
@@ -314,7 +318,7 @@ def _verify_imports(profile: ClusterProfile, project_root: Path, transport: Tran
              "print('; '.join(missing)); sys.exit(1 if missing else 0)")
     result = transport.run(login_command(profile, project_root, base_dir, ["-c", probe, *sorted(wanted)]), check=False, timeout=600)
     if result.exit_code != 0:
-        missing = result.stdout.strip() or _hpc_env_error(result.stderr)
+        missing = result.stdout.strip() or _hpc_env_error(result)
         where = profile.environment.venv.requirements if profile.environment.strategy == "venv" else "environment.provides"
         raise ConfigError(
             f"the job environment on {profile.name} cannot import what the workload needs: {missing}",

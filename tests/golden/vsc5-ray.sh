@@ -81,8 +81,9 @@ ray_head_ip=$(srun --nodes=1 --ntasks=1 -w "${ray_nodes[0]}" hostname --ip-addre
 export RAY_ADDRESS="$ray_head_ip:$((ray_base + 6))"
 ray_steps=()
 ray_teardown() {
-  ray stop --force >/dev/null 2>&1 || true
-  if [ -n "${ray_steps[*]:-}" ]; then kill ${ray_steps[*]} 2>/dev/null || true; fi
+  # Only this job's Ray: ending its srun steps ends their processes. `ray stop` would also stop
+  # every other Ray of this user on the node (a shared node, or a second job of the same run).
+  if [ -n "${ray_steps[*]:-}" ]; then kill ${ray_steps[*]} 2>/dev/null || true; wait ${ray_steps[*]} 2>/dev/null || true; fi
   rm -rf /tmp/ray-"$SLURM_JOB_ID"-* 2>/dev/null || true
 }
 trap ray_teardown EXIT
