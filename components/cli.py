@@ -56,7 +56,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from components.core.doctor_report import exit_code, render_json, render_text
 
     project_root = find_project_root(Path.cwd())
-    results = doctor.diagnose(args.cluster, project_root, submit=args.submit)
+    from components.core.doctor_env import job_environment_check
+    from components.inventory import job_environments
+
+    checks = doctor.including(job_environment_check(job_environments))
+    results = doctor.diagnose(args.cluster, project_root, submit=args.submit, checks=checks)
     sys.stdout.write(render_json(results) if args.json else render_text(results))
     return exit_code(results)
 

@@ -6,16 +6,10 @@ class). A check whose `needs` did not all pass is reported as skipped, never run
 a check becomes a ✗ line, never a traceback. Every remote command is time-bound (`ctx.run`).
 
 Order: profile, certificate, host key + authentication, storage (base and data dir), quota,
-account, partition classes, modules, then with --submit a no-op test job per partition class.
+account, partition classes, modules, then checks added with `including` (the job environment
+check of doctor_env, which needs the project's workloads), then with --submit a no-op test job per
+partition class.
 
-Adding a check (e.g. "job environment builds and imports what the workloads need"): write
-`fn(ctx) -> list[CheckResult]` using `ctx.profile`, `ctx.project_root`, `ctx.run(command)` and
-the helpers `passed`/`failed` from components.core.doctor_report, then
-
-    from components.core.doctor import Check, register
-    register(Check("job environment", fn, needs=("authentication", "storage")))
-
-`register` inserts it before the --submit checks; `JOB_ENVIRONMENT_SLOT` in `CHECKS` marks where.
 Reusable pieces: `doctor_site.check_modules(run, modules)` loads a list of modules on the login node.
 """
 
@@ -231,8 +225,6 @@ def _relative(path: Path, root: Path) -> str:
 
 # --- the registry -----------------------------------------------------------------------------
 
-JOB_ENVIRONMENT_SLOT = "job environment"  # `register` puts new checks here, before the --submit checks
-
 CHECKS: list[Check] = [
     Check("profile", check_profile),
     Check("certificate", check_certificate_validity, needs=("profile",)),
@@ -242,15 +234,16 @@ CHECKS: list[Check] = [
     Check("account", doctor_slurm.check_account, needs=("authentication",)),
     Check("partition classes", doctor_slurm.check_partition_classes, needs=("authentication",)),
     Check("modules", doctor_site.check_profile_modules, needs=("authentication",)),
-    # JOB_ENVIRONMENT_SLOT: the job environment check is registered here.
+    # `including` adds checks here (the job environment), before the --submit checks.
     Check("test jobs", doctor_slurm.check_test_jobs, needs=("authentication", "account"), submit_only=True),
 ]
 
 
-def register(check: Check) -> None:
-    """Add a check after the read-only ones, before the --submit checks (which should stay last)."""
-    index = next((i for i, c in enumerate(CHECKS) if c.submit_only), len(CHECKS))
-    CHECKS.insert(index, check)
+def including(*extra: Check, checks: list[Check] | None = None) -> list[Check]:
+    """`checks` (default CHECKS) with `extra` after the read-only ones, before the --submit checks."""
+    base = list(CHECKS if checks is None else checks)
+    index = next((i for i, c in enumerate(base) if c.submit_only), len(base))
+    return [*base[:index], *extra, *base[index:]]
 
 
 def diagnose(cluster: str, project_root: Path, *, submit: bool = False, submit_wait_s: float = SUBMIT_WAIT_S,

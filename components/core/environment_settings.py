@@ -29,10 +29,24 @@ class VenvSettings(StrictModel):
         "node when the venv is first built; the exact name is then fixed in the venv's hpc-activate.sh.",
     )
 
+    extra_index_urls: list[str] = Field(
+        [],
+        description="Package indexes besides PyPI for the venv, such as PyTorch's "
+        "(https://download.pytorch.org/whl/cpu) for the +cpu torch of requirements-docling.txt.",
+    )
+
     @field_validator("modules")
     @classmethod
     def _modules(cls, value: list[str]) -> list[str]:
         return [shell.check_module_pattern(v) for v in value]
+
+    @field_validator("extra_index_urls")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("https://", "http://", "file://")) or any(c.isspace() for c in url):
+                raise ValueError(f"{url!r} is not an index URL (https://...)")
+        return value
 
     @field_validator("python")
     @classmethod

@@ -53,7 +53,7 @@ def _venv_key(profile: ClusterProfile, project_root: Path) -> str:
     venv = profile.environment.venv
     digest = hashlib.sha256(_read(project_root / venv.requirements))
     # The modules and the interpreter are part of what defines the venv: a new Python is a new venv.
-    digest.update("\0".join([BUILD_FORMAT, venv.python, *venv.modules]).encode())
+    digest.update("\0".join([BUILD_FORMAT, venv.python, *venv.modules, "--", *venv.extra_index_urls]).encode())
     return digest.hexdigest()[:16]
 
 
@@ -93,8 +93,9 @@ def notes(profile: ClusterProfile) -> list[str]:
     env = profile.environment
     if env.strategy == "venv":
         modules = ", ".join(env.venv.modules) or "none"
+        extra = f"; extra index {', '.join(env.venv.extra_index_urls)}" if env.venv.extra_index_urls else ""
         return [f"job environment: venv built on the login node from {env.venv.requirements} with {env.venv.python} "
-                f"of module(s) {modules}; exact module names are fixed in {ACTIVATE} at its first build"]
+                f"of module(s) {modules}; exact module names are fixed in {ACTIVATE} at its first build{extra}"]
     if env.strategy in ("preinstalled", "apptainer", "pixi_pack"):
         known = ", ".join(env.provides) or "nothing declared"
         return [f"job environment: {env.strategy} ({env.python}); known to import: {known}"]
@@ -214,6 +215,9 @@ def _build_script(profile: ClusterProfile, target: str) -> str:
     q = shlex.quote
     patterns = " ".join(q(m) for m in venv.modules)
     low, high = PYTHON_RANGE
+    # Extra indexes (PyTorch's) are weighed with PyPI version by version, as scripts/bootstrap.sh does.
+    indexes = "".join(f"--extra-index-url {q(url)} " for url in venv.extra_index_urls)
+    indexes += "--index-strategy unsafe-best-match " if venv.extra_index_urls else ""
     return f"""{_module_prelude()}
 set -eo pipefail
 # No step may fail in silence: name the line that stopped the build.
@@ -248,11 +252,23 @@ py=$(command -v {q(venv.python)}) || {{ echo "HPC-ENV: no {venv.python} on PATH 
   echo "HPC-ENV: $py is $("$py" -V 2>&1); the locked requirements need Python {low[0]}.{low[1]} to {high[0]}.{high[1] - 1}" >&2; exit 5; }}
 rm -rf "$target"
 "$py" -m venv "$target"
+# Requirements arrive on stdin. A --find-links folder this login node lacks is skipped, as pip
+# skips it (uv would stop): /opt/wheels of the test machine, say.
+requirements=$(mktemp)
+while IFS= read -r line || [ -n "$line" ]; do
+  if [[ $line =~ ^[[:space:]]*(--find-links|-f)[[:space:]=]+(/[^[:space:]]*) ]] && [ ! -e "${{BASH_REMATCH[2]}}" ]; then
+    echo "note: --find-links ${{BASH_REMATCH[2]}} is not on this login node; skipped" >&2
+    continue
+  fi
+  printf '%s\n' "$line"
+done > "$requirements"
 # uv installs the locked requirements (from its cache next to the environments, hard-linked:
-# a rebuild after a small change takes seconds); pip only fetches uv itself.
+# a rebuild after a small change takes seconds); pip only fetches uv itself. The system trust
+# store, as pip uses it: sites and proxies with their own CA work.
 "$target/bin/python" -m pip install --quiet --disable-pip-version-check uv=={UV_VERSION}
-# The system trust store, as pip uses it: sites and proxies with their own CA work.
-UV_NATIVE_TLS=1 UV_CACHE_DIR="$(dirname "$target")/.uv-cache" "$target/bin/uv" pip install --quiet --python "$target/bin/python" -r /dev/stdin
+UV_SYSTEM_CERTS=1 UV_CACHE_DIR="$(dirname "$target")/.uv-cache" "$target/bin/uv" pip install --quiet \
+  --python "$target/bin/python" {indexes}-r "$requirements"
+rm -f "$requirements"
 {{
   echo "# Written when this environment was built on $(hostname) at $(date -u +%FT%TZ) with $("$py" -V 2>&1)."
   echo "# Jobs source it: the exact modules it was built with, then the venv."

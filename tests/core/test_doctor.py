@@ -247,11 +247,11 @@ def test_runner_skips_what_a_failed_check_blocks_and_never_raises():
     assert results[1].ok is None
 
 
-def test_register_puts_a_check_before_the_submit_checks(monkeypatch):
-    monkeypatch.setattr(doctor, "CHECKS", list(doctor.CHECKS))
-    doctor.register(doctor.Check("job environment", lambda ctx: [], needs=("authentication",)))
-    names = [c.name for c in doctor.CHECKS]
-    assert names[-2:] == ["job environment", "test jobs"] and doctor.CHECKS[-1].submit_only
+def test_including_puts_a_check_before_the_submit_checks():
+    checks = doctor.including(doctor.Check("job environment", lambda ctx: [], needs=("authentication",)))
+    names = [c.name for c in checks]
+    assert names[-2:] == ["job environment", "test jobs"] and checks[-1].submit_only
+    assert "job environment" not in [c.name for c in doctor.CHECKS]
 
 
 def _local_bash(command: str):

@@ -190,3 +190,36 @@ def test_a_data_dir_under_a_variable_the_login_shell_does_not_set(project, capsy
     assert code == 1 and by_check["base dir"].startswith("✓ base dir: "), lines
     assert by_check["data dir"].startswith(
         "✗ data dir: $HPC_DOCTOR_NOPE/data: $HPC_DOCTOR_NOPE is not set in the login shell on the cluster — fix: set paths.data_dir")
+
+
+def test_job_environments_build_and_import_what_each_workload_needs(project, capsys):
+    # Both environments of the example project: the base one and Docling's, each loading the site's Python module.
+    report = json.loads("\n".join(doctor(capsys, "docker", "--json")[2]))
+    details = [r["detail"] for r in report if r["check"] == "job environment"]
+    assert len(details) == 2 and all("loads python/3.11.2" in d for d in details), details
+    assert any("defs/numbers" in d and "imports dagster_pipes" in d for d in details)
+    assert any("defs/documents" in d and "docling" in d and "ray" in d for d in details)
+
+
+def test_job_environment_failures_name_the_cause(project, capsys):
+    # A workload that imports what its environment lacks.
+    (project / "workloads" / "draw_numbers.py").write_text(
+        "import hpc_missing_package\n" + (project / "workloads" / "draw_numbers.py").read_text())
+    # A Python module no site has, on a variant profile used by one component.
+    (project / "clusters" / "nopython.yaml").write_text("extends: docker\nenvironment:\n  venv: {modules: ['python/9.9*']}\n")
+    report = json.loads("\n".join(doctor(capsys, "docker", "--json")[2]))
+    failures = [r for r in report if r["check"] == "job environment" and not r["ok"]]
+    assert len(failures) == 1, report
+    assert "cannot import what the workload needs: hpc_missing_package (ModuleNotFoundError" in failures[0]["detail"]
+    assert "requirements.txt" in failures[0]["fix"]
+
+    report = json.loads("\n".join(doctor(capsys, "nopython", "--json")[2]))
+    failures = [r for r in report if r["check"] == "job environment" and not r["ok"]]
+    assert failures and all("no module matches python/9.9*; module avail python lists: " in f["detail"] for f in failures), failures
+    assert "python/3.11.2" in failures[0]["detail"] and "hpc doctor" in failures[0]["fix"]
+
+    # A package the index does not have: the installer's own words.
+    (project / "workloads" / "requirements.txt").write_text("dagster-pipes==1.13.27\nhpc-no-such-package-xyz==1.0\n")
+    report = json.loads("\n".join(doctor(capsys, "docker", "--json")[2]))
+    failures = [r for r in report if r["check"] == "job environment" and not r["ok"]]
+    assert any("hpc-no-such-package-xyz" in f["detail"] for f in failures), failures

@@ -26,8 +26,10 @@ SITES = {
     "leonardo": ("LEONARDO_ACCOUNT", "EUHPC_D20_063", "$WORK/dagster-hpc", ["python/3.11.2-gcc-12.2.0-q4vx2pc"]),
     "musica": ("MUSICA_ACCOUNT", "p72000", "$DATA/dagster-hpc", ["ASC/2025.06", "Python/3.11.2-GCCcore-12.2.0"]),
 }
+# The login host, and PyTorch's index, which this machine cannot reach (its torch wheel lies in /opt/wheels).
 SWAP = ("ssh: {host: 127.0.0.1, port: 2222, user: slurmuser, auth: key, key_file: $HPC_TEST_CLUSTER_DIR/ssh/id_ed25519, "
-        "known_hosts: $HPC_TEST_CLUSTER_DIR/ssh/known_hosts, certificate_file: null}\n")
+        "known_hosts: $HPC_TEST_CLUSTER_DIR/ssh/known_hosts, certificate_file: null}\n"
+        "environment: {venv: {extra_index_urls: []}}\n")
 
 
 def _launch(project: Path, site: str, home: Path) -> subprocess.Popen:
