@@ -223,6 +223,8 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
             environment = profile.environment
             venv = environment.venv.model_copy(update={"requirements": self.requirements})
             profile = profile.model_copy(update={"environment": environment.model_copy(update={"venv": venv})})
+        if self.resources.gpus:
+            profile = environments.for_gpus(profile)
         return profile
 
     def plan(self, project_root: Path, cluster: str | None = None, *, strict: bool = False,

@@ -35,12 +35,21 @@ class VenvSettings(StrictModel):
         "(https://download.pytorch.org/whl/cpu) for the +cpu torch of requirements-docling.txt.",
     )
 
+    gpu_torch: Literal["cuda", "as_locked"] = Field(
+        "cuda",
+        description="For jobs that ask for GPUs: 'cuda' installs PyPI's torch of the same version (a CUDA 12 "
+        "build on Linux x86_64) in place of a '+cpu' pin, from gpu_extra_index_urls; 'as_locked' keeps the pin.",
+    )
+    gpu_extra_index_urls: list[str] = Field([], description="Indexes for GPU jobs' venvs, in place of extra_index_urls.")
+    gpu_note: str | None = Field(None, description="What the site's GPU nodes offer for CUDA, shown in previews of GPU jobs.")
+    for_gpus: bool = Field(False, description="Set by the component for a job that asks for GPUs; not needed in YAML.")
+
     @field_validator("modules")
     @classmethod
     def _modules(cls, value: list[str]) -> list[str]:
         return [shell.check_module_pattern(v) for v in value]
 
-    @field_validator("extra_index_urls")
+    @field_validator("extra_index_urls", "gpu_extra_index_urls")
     @classmethod
     def _urls(cls, value: list[str]) -> list[str]:
         for url in value:

@@ -49,9 +49,31 @@ def _read(path: Path) -> bytes:
     return path.read_bytes()
 
 
+_CPU_TORCH = re.compile(r"^(\s*torch\s*==\s*[0-9][0-9.]*)\+cpu\b", re.MULTILINE)
+
+
+def for_gpus(profile: ClusterProfile) -> ClusterProfile:
+    """The profile a job that asks for GPUs builds its venv from: CUDA torch unless gpu_torch: as_locked."""
+    env = profile.environment
+    if env.strategy != "venv" or env.venv.gpu_torch == "as_locked":
+        return profile
+    venv = env.venv.model_copy(update={"for_gpus": True, "extra_index_urls": env.venv.gpu_extra_index_urls})
+    return profile.model_copy(update={"environment": env.model_copy(update={"venv": venv})})
+
+
+def venv_requirements(profile: ClusterProfile, project_root: Path) -> bytes:
+    """The requirements the venv is built from: the file, with a `torch==X+cpu` pin made `torch==X`
+    (PyPI's CUDA build) for GPU jobs. Raises ConfigError when the file is missing."""
+    venv = profile.environment.venv
+    text = _read(project_root / venv.requirements)
+    if not venv.for_gpus:
+        return text
+    return _CPU_TORCH.sub(r"\1", text.decode()).encode()
+
+
 def _venv_key(profile: ClusterProfile, project_root: Path) -> str:
     venv = profile.environment.venv
-    digest = hashlib.sha256(_read(project_root / venv.requirements))
+    digest = hashlib.sha256(venv_requirements(profile, project_root))
     # The modules and the interpreter are part of what defines the venv: a new Python is a new venv.
     digest.update("\0".join([BUILD_FORMAT, venv.python, *venv.modules, "--", *venv.extra_index_urls]).encode())
     return digest.hexdigest()[:16]
@@ -94,8 +116,13 @@ def notes(profile: ClusterProfile) -> list[str]:
     if env.strategy == "venv":
         modules = ", ".join(env.venv.modules) or "none"
         extra = f"; extra index {', '.join(env.venv.extra_index_urls)}" if env.venv.extra_index_urls else ""
-        return [f"job environment: venv built on the login node from {env.venv.requirements} with {env.venv.python} "
-                f"of module(s) {modules}; exact module names are fixed in {ACTIVATE} at its first build{extra}"]
+        lines = [f"job environment: venv built on the login node from {env.venv.requirements} with {env.venv.python} "
+                 f"of module(s) {modules}; exact module names are fixed in {ACTIVATE} at its first build{extra}"]
+        if env.venv.for_gpus:
+            lines.append("GPU job: a torch==X+cpu pin is installed as PyPI's torch==X, a CUDA 12 build that carries its "
+                         "own CUDA runtime (environment.venv.gpu_torch: as_locked keeps the pin)"
+                         + (f"; {env.venv.gpu_note}" if env.venv.gpu_note else ""))
+        return lines
     if env.strategy in ("preinstalled", "apptainer", "pixi_pack"):
         known = ", ".join(env.provides) or "nothing declared"
         return [f"job environment: {env.strategy} ({env.python}); known to import: {known}"]
@@ -308,7 +335,7 @@ def prepare(profile: ClusterProfile, project_root: Path, transport: Transport, b
                 log(f"building the job environment on {profile.name} from {env.venv.requirements} "
                     f"({target}); the first build takes minutes, later jobs reuse it")
             try:
-                transport.run(_build_script(profile, target), stdin=_read(project_root / env.venv.requirements),
+                transport.run(_build_script(profile, target), stdin=venv_requirements(profile, project_root),
                               timeout=BUILD_TIMEOUT_S)
             except RemoteCommandError as exc:
                 raise ConfigError(

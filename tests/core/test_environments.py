@@ -96,3 +96,20 @@ def test_strategy_without_its_settings_is_an_error(project):
     (project / "clusters" / "site.yaml").write_text("extends: docker\nenvironment:\n  strategy: apptainer\n")
     with pytest.raises(ConfigError, match="environment.apptainer is not set"):
         load_profile("site", project / "clusters")
+
+
+def test_a_gpu_job_gets_cuda_torch_in_its_own_venv(project):
+    from components.core.environments import for_gpus, notes, venv_requirements
+
+    (project / "workloads" / "requirements.txt").write_text("dagster-pipes==1.13.27\n--find-links /opt/wheels\ntorch==2.13.0+cpu\n")
+    leonardo = load_profile("leonardo", project / "clusters")
+    gpu = for_gpus(leonardo)
+    assert venv_requirements(gpu, project).decode().splitlines()[-1] == "torch==2.13.0"
+    assert venv_requirements(leonardo, project).decode().splitlines()[-1] == "torch==2.13.0+cpu"
+    assert env_dir(gpu, project) != env_dir(leonardo, project)
+    # PyTorch's CPU index would offer 2.13.0+cpu for torch==2.13.0 too: GPU venvs use their own indexes.
+    assert gpu.environment.venv.extra_index_urls == [] and leonardo.environment.venv.extra_index_urls
+    assert any("CUDA 12 build" in n and "cuda/12.2" in n for n in notes(gpu))
+    (project / "clusters" / "site.yaml").write_text("extends: leonardo\nenvironment:\n  venv: {gpu_torch: as_locked}\n")
+    kept = for_gpus(load_profile("site", project / "clusters"))
+    assert venv_requirements(kept, project).decode().splitlines()[-1] == "torch==2.13.0+cpu"
