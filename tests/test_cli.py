@@ -47,6 +47,21 @@ def test_render_strict_fails_like_submission_would():
     assert "Traceback" not in result.stderr
 
 
+def test_render_strict_refuses_a_job_python_without_dagster_pipes(tmp_path):
+    from tests.conftest import copy_project
+
+    project = copy_project(tmp_path)
+    (project / "clusters" / "overrides" / "vsc5.yaml").write_text("environment:\n  strategy: preinstalled\n")
+    result = hpc("render", "defs/numbers", "--cluster", "vsc5", "--strict", cwd=project, env={"VSC5_ACCOUNT": "p71234"})
+    assert result.returncode == 2, result.stdout
+    assert "not known to provide dagster_pipes" in result.stderr and "clusters/overrides/vsc5.yaml:2" in result.stderr
+    assert "environment.provides" in result.stderr and "Traceback" not in result.stderr
+    # A bash workload needs no Pipes client: the same profile renders it.
+    assert hpc("render", "defs/summary", "--cluster", "vsc5", "--strict", cwd=project, env={"VSC5_ACCOUNT": "p71234"}).returncode == 0
+    # As shipped, the site's venv provides it.
+    assert hpc("render", "defs/numbers", "--cluster", "vsc5", "--strict", env={"VSC5_ACCOUNT": "p71234"}).returncode == 0
+
+
 def test_render_errors_are_one_clear_message():
     result = hpc("render", "defs/numbers", "--cluster", "lumi")
     assert result.returncode == 2

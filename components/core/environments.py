@@ -324,7 +324,9 @@ def prepare(profile: ClusterProfile, project_root: Path, transport: Transport, b
     profile key or requirements file to change; ContactLost when the login node does not answer.
     """
     env = profile.environment
-    check_job_python(profile, project_root)
+    imports = tuple(imports)
+    if PIPES in imports:
+        check_job_python(profile, project_root)
     rel = env_dir(profile, project_root)
     target = f"{base_dir}/{rel}" if rel else None
     q = shlex.quote
@@ -346,7 +348,8 @@ def prepare(profile: ClusterProfile, project_root: Path, transport: Transport, b
                 ) from None
     elif env.strategy == "pixi_pack":
         _unpack(profile, project_root, transport, target)
-    _verify_imports(profile, project_root, transport, base_dir, target, (PIPES, *imports))
+    if imports:  # a bash workload needs nothing from Python
+        _verify_imports(profile, project_root, transport, base_dir, target, imports)
 
 
 def _verify_imports(profile: ClusterProfile, project_root: Path, transport: Transport, base_dir: str,
