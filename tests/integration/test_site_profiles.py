@@ -1,6 +1,6 @@
 """The shipped VSC-5, Leonardo and MUSICA profiles, with only the login host swapped for the test
 cluster, run every example asset with `dg launch` (the default multiprocess executor) on their first
-try. The test cluster is site-like: Python only through `module load` (modulefiles named as each
+try; Docling (on a two-node Ray cluster for Leonardo) reports a corrupt document without failing the rest. The test cluster is site-like: Python only through `module load` (modulefiles named as each
 site names them), $DATA/$WORK from the login shell, and compute nodes without a route out."""
 
 from __future__ import annotations
@@ -42,20 +42,30 @@ def _launch(project: Path, site: str, home: Path) -> subprocess.Popen:
 
 @pytest.mark.timeout(1800)
 def test_site_profiles_run_every_example_asset_on_their_first_job(slurm_cluster, tmp_path):
-    (tmp_path / "project").mkdir()
-    project = copy_project(tmp_path / "project")
     corpus = Path(f"/tmp/hpc-site-docs-{uuid.uuid4().hex[:8]}")
     shutil.copytree(ROOT / "workloads" / "example_documents", corpus)
+    (corpus / "broken.docx").write_bytes(b"PK\x03\x04 not really a zip archive")
     os.system(f"chmod -R a+rX {corpus}")
-    edit(project, "defs/documents/defs.yaml", "path: workloads/example_documents", f"path: {corpus}")
-    for site in SITES:
-        (project / "clusters" / "overrides" / f"{site}.yaml").write_text(SWAP)
-    homes = {}
-    for site in SITES:
+    tag = uuid.uuid4().hex[:8]
+    projects, homes = {}, {}
+    for site, (_, _, base, _) in SITES.items():
+        (tmp_path / site).mkdir()
+        projects[site] = project = copy_project(tmp_path / site)
+        edit(project, "defs/documents/defs.yaml", "path: workloads/example_documents", f"path: {corpus}")
+        # One CPU per node and Docling job, so that the three sites' jobs fit the two test nodes at once.
+        if site == "leonardo":
+            # Docling on a two-node Ray cluster: a head and a worker on two Slurm nodes, one actor each.
+            edit(project, "defs/documents/defs.yaml", "    nodes: 1\n    cpus_per_task: 2\n    mem: 3G",
+                 "    nodes: 2\n    cpus_per_task: 1\n    mem: 1800M")
+        else:
+            edit(project, "defs/documents/defs.yaml", "    cpus_per_task: 2\n    mem: 3G", "    cpus_per_task: 1\n    mem: 1800M")
+            edit(project, "defs/documents/defs.yaml", "    workers: 2", "    workers: 1")
+        # A data dir of this test's own (outputs and the Metaxy store); the envs stay in the site's base dir.
+        (project / "clusters" / "overrides" / f"{site}.yaml").write_text(SWAP + f"paths: {{data_dir: {base}-test-{tag}}}\n")
         homes[site] = tmp_path / f"dagster-{site}"
         shutil.copytree(project / ".dagster", homes[site])
     started = time.monotonic()
-    runs = {site: _launch(project, site, homes[site]) for site in SITES}
+    runs = {site: _launch(projects[site], site, homes[site]) for site in SITES}
     outputs = {site: run.communicate(timeout=1500)[0] for site, run in runs.items()}
     elapsed = time.monotonic() - started
     try:
@@ -68,17 +78,24 @@ def test_site_profiles_run_every_example_asset_on_their_first_job(slurm_cluster,
             activate = ssh_as_user(slurm_cluster, f"cat {base_dir}/envs/venv-*/hpc-activate.sh")
             for module in modules:
                 assert f"module load {module}" in activate, (site, activate)
-            numbers = ssh_as_user(slurm_cluster, f"head -c 200 {base_dir}/data/raw/numbers.csv")
+            data_dir = base_dir + f"-test-{tag}"
+            numbers = ssh_as_user(slurm_cluster, f"head -c 200 {data_dir}/raw/numbers.csv")
             assert numbers.splitlines()[0] == "value", (site, numbers)
-            summary = ssh_as_user(slurm_cluster, f"cat {base_dir}/data/stats/summary.txt")
+            summary = ssh_as_user(slurm_cluster, f"cat {data_dir}/stats/summary.txt")
             assert summary.startswith("count=5000 "), (site, summary)
+            # Docling converted every document but the corrupt one (on Leonardo, on a Ray cluster over both nodes).
+            markdown = ssh_as_user(slurm_cluster, f"find {data_dir} -name '*.md' -path '*documents/markdown*' -printf '%f\\n'")
+            assert "report-4.pdf.md" in markdown and "broken.docx.md" not in markdown, (site, markdown)
+            log = ssh_as_user(slurm_cluster, f"cat $(ls -dt {base_dir}/jobs/*/documents__markdown-* | head -1)/slurm-*.err")
+            assert "ray: head" in log and f"{2 if site == 'leonardo' else 1} node(s)" in log, (site, log[-2000:])
             # Every job of the run loaded the environment through hpc-activate.sh, not a bare python3.
-            scripts = ssh_as_user(slurm_cluster, f"ls {base_dir}/jobs/*/*/job.sh").split()
-            bare = ssh_as_user(slurm_cluster, f"grep -L hpc-activate.sh {base_dir}/jobs/*/*/job.sh", check=False).split()
-            assert len(scripts) >= 5 and not bare, (site, scripts, bare)
+            jobs = ssh_as_user(slurm_cluster, f"grep -l dagster-hpc-test-{tag} {base_dir}/jobs/*/*/job.sh").split()
+            bare = ssh_as_user(slurm_cluster, f"grep -L hpc-activate.sh {' '.join(jobs)}", check=False).split()
+            assert len(jobs) >= 5 and not bare, (site, jobs, bare)
         print(f"three sites, every example asset, launched side by side: {elapsed:.0f}s")
     finally:
         shutil.rmtree(corpus, ignore_errors=True)
+        ssh_as_user(slurm_cluster, f"bash -lc 'rm -rf $DATA/dagster-hpc-test-{tag} $WORK/dagster-hpc-test-{tag}'", check=False)
 
 
 def test_compute_nodes_are_offline_while_the_login_node_is_not(slurm_cluster):
