@@ -309,9 +309,12 @@ touch "$target/.hpc-ready"
 
 
 def _hpc_env_error(result) -> str:
-    ours = [line.removeprefix("HPC-ENV: ") for line in result.stderr.splitlines() if line.startswith("HPC-ENV: ")]
-    if ours:
-        return ours[0]
+    """The build's own one-line verdict; where a command stopped it, that command's last words too."""
+    lines = result.stderr.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("HPC-ENV: "):
+            said = [x.strip() for x in lines[:index] if x.strip() and not x.startswith("note: ")][-6:]
+            return "; ".join([*said, line.removeprefix("HPC-ENV: ")]) if "build stopped" in line else line.removeprefix("HPC-ENV: ")
     return result.stderr.strip()[-2000:] or f"exit code {result.exit_code}, no error output; {result.stdout.strip()[-500:]}"
 
 
