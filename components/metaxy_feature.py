@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import dagster as dg
 
 from components.core import environments
+from components.core.imports import workload_imports
 from components.core.render import RUNTIME_DIR
 from components.core.errors import ConfigError, Location
 from components.core.feature_steps import LocalSteps, RemoteSteps
@@ -122,7 +123,7 @@ class MetaxyFeatureComponent(WorkloadComponent):
 
     def environment_imports(self, project_root: Path) -> tuple[str, ...]:
         # Resolve, ingest and commit run on the login node with the runtime's increment module.
-        return (*self.job_imports(project_root), *environments.workload_imports(RUNTIME_DIR / "increment.py"))
+        return (*self.job_imports(project_root), *workload_imports(RUNTIME_DIR / "increment.py"))
 
     def store_config(self, profile: ClusterProfile, project_root: Path) -> dict:
         """The store as the runtime opens it; relative local paths anchor at the project root."""

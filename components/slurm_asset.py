@@ -17,6 +17,7 @@ import dagster as dg
 from pydantic import BaseModel, Field
 
 from components.core import environments
+from components.core.imports import workload_imports
 from components.core.errors import ConfigError, Location
 from components.core.local import make_job_dir, run_script
 from components.core.profiles import ClusterProfile, load_profile, resolve_cluster_name
@@ -204,7 +205,7 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
         """What the job's Python must import: dagster_pipes and the workload's own imports."""
         if self.launcher == "bash":
             return ()
-        return (environments.PIPES, *environments.workload_imports(project_root / WORKLOADS_DIR / self._workload_path(project_root)))
+        return (environments.PIPES, *workload_imports(project_root / WORKLOADS_DIR / self._workload_path(project_root)))
 
     def environment_imports(self, project_root: Path) -> tuple[str, ...]:
         """Everything the job environment must import for this component (the job's and the login node's)."""

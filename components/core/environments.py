@@ -9,11 +9,9 @@ job sources. What a workload imports is checked on the login node before its fir
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import re
 import shlex
-import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,7 +20,7 @@ from pathlib import Path
 from components.core import shell
 from components.core.errors import ConfigError
 from components.core.profiles import ClusterProfile
-from components.core.render import RUNTIME_DIR, RUNTIME_PACKAGE, Runtime
+from components.core.render import Runtime
 from components.core.ssh import RemoteCommandError, Transport
 
 ENVS_DIR = "envs"
@@ -139,56 +137,6 @@ class JobEnvironment:
     profile: ClusterProfile
     imports: tuple[str, ...]
     users: tuple[str, ...]
-
-
-def workload_imports(path: Path, _seen: frozenset[Path] = frozenset()) -> tuple[str, ...]:
-    """Top-level packages a Python workload imports, minus the standard library and its own folder.
-
-    Modules of the shipped runtime (`hpc_runtime.*`) count with their own imports. Imports guarded
-    by `try: ... except ImportError` are optional and left out. Returns () for a file that does not
-    parse (Python reports that itself, with the line, when the job runs).
-    """
-    try:
-        tree = ast.parse(path.read_text(), filename=str(path))
-    except (OSError, SyntaxError, UnicodeDecodeError):
-        return ()
-    optional: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Try) and any(_catches_import_error(h) for h in node.handlers):
-            for inner in node.body:
-                optional.update(id(n) for n in ast.walk(inner))
-    local = {p.stem for p in path.parent.iterdir()}
-    names: list[str] = []
-    runtime: list[str] = []
-    for node in ast.walk(tree):
-        if id(node) in optional:
-            continue
-        if isinstance(node, ast.Import):
-            dotted = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            dotted = [node.module] + ([f"{node.module}.{a.name}" for a in node.names] if node.module == RUNTIME_PACKAGE else [])
-        elif isinstance(node, ast.ImportFrom) and node.level == 1 and path.resolve().parent == RUNTIME_DIR:
-            # Inside the runtime package itself: `from .increment import commit`.
-            dotted = [f"{RUNTIME_PACKAGE}.{node.module}"] if node.module else [f"{RUNTIME_PACKAGE}.{a.name}" for a in node.names]
-        else:
-            continue
-        for name in dotted:
-            head, _, rest = name.partition(".")
-            if head == RUNTIME_PACKAGE:
-                runtime += [rest.split(".")[0]] if rest else []
-            else:
-                names.append(head)
-    for module in runtime:
-        source = RUNTIME_DIR / f"{module}.py"
-        if source.is_file() and source not in _seen:
-            names += workload_imports(source, _seen | {source})
-    return tuple(dict.fromkeys(n for n in names if n not in sys.stdlib_module_names and n not in local
-                               and n not in (RUNTIME_PACKAGE, "__future__")))
-
-
-def _catches_import_error(handler: ast.ExceptHandler) -> bool:
-    kinds = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
-    return any(isinstance(k, ast.Name) and k.id in ("ImportError", "ModuleNotFoundError", "Exception") for k in kinds)
 
 
 def _requirement_names(text: str) -> set[str]:

@@ -4,7 +4,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from components.core.environments import activation, check_job_python, env_dir, workload_imports
+from components.core.environments import activation, check_job_python, env_dir
 from components.core.errors import ConfigError
 from components.core.profiles import load_profile
 from components.core.render import JobSpec, plan_job, render_script
@@ -48,20 +48,6 @@ def test_venv_modules_take_names_and_globs(project, name):
 def test_venv_module_patterns_that_could_inject_are_refused(project, name):
     with pytest.raises(ConfigError, match="environment.venv.modules"):
         _render(project, f"environment:\n  venv: {{modules: ['{name}']}}\n")
-
-
-def test_workload_imports_follow_the_runtime_and_skip_optional_and_stdlib(tmp_path):
-    (tmp_path / "helper.py").write_text("")
-    (tmp_path / "w.py").write_text(
-        "import os, json\nimport numpy as np\nfrom dagster_pipes import open_dagster_pipes\nimport helper\n"
-        "from hpc_runtime.increment import resolve\ntry:\n    import rich\nexcept ImportError:\n    rich = None\n"
-        "def f():\n    import scipy.stats\n")
-    found = workload_imports(tmp_path / "w.py")
-    assert found[:2] == ("numpy", "dagster_pipes") and "scipy" in found
-    assert {"metaxy", "narwhals", "polars"} <= set(found)  # through hpc_runtime.increment
-    assert not {"os", "json", "helper", "rich", "hpc_runtime"} & set(found)
-    (tmp_path / "broken.py").write_text("def (:\n")
-    assert workload_imports(tmp_path / "broken.py") == ()
 
 
 def test_a_venv_without_dagster_pipes_is_refused(project):
