@@ -28,7 +28,7 @@ def load_workload(project_root: Path, target: str):
     """The WorkloadComponent in the folder `target` (defs/numbers, numbers or .../defs.yaml). Raises ConfigError."""
     import dagster as dg
 
-    from components.slurm_asset import WorkloadComponent
+    from components.workload import WorkloadComponent
 
     path = Path(target)
     if path.name == "defs.yaml":
@@ -57,7 +57,7 @@ def workload_components(project_root: Path) -> list[tuple[str, object]]:
     """(folder under defs/, component) for every workload component of the project, in path order."""
     import dagster as dg
 
-    from components.slurm_asset import WorkloadComponent
+    from components.workload import WorkloadComponent
 
     tree = dg.ComponentTree.for_project(project_root)
     found = []

@@ -26,7 +26,7 @@ from components.core.features import FeatureDecl, FeatureGraph, scan, validate
 from components.core.profiles import ClusterProfile, load_profile, resolve_cluster_name
 from components.core.remote import SlurmRun
 from components.runtime.job import REQUEST_ENV
-from components.slurm_asset import CLUSTERS_DIR, WorkloadComponent, _doc, _line_map, _placed
+from components.workload import CLUSTERS_DIR, WorkloadComponent, _doc, _line_map, _placed
 
 DEFS_DIR = "defs"
 LOCAL_STAGING_DIR = ".hpc/staging"

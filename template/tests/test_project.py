@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from components import cli
-from components.slurm_asset import WorkloadComponent
+from components.workload import WorkloadComponent
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_SKIP: set[str] = set()

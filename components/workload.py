@@ -1,0 +1,283 @@
+"""WorkloadComponent: the attributes and hooks shared by every component that runs a workload script.
+
+SlurmAssetComponent, MetaxyFeatureComponent and RayDoclingComponent subclass it; it only translates
+YAML into calls on components.core (profile loading, job planning, script rendering, execution).
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Literal
+
+import dagster as dg
+
+from components.core import environments
+from components.core.errors import ConfigError, Location
+from components.core.imports import workload_imports
+from components.core.local import make_job_dir, run_script
+from components.core.profiles import ClusterProfile, load_profile, resolve_cluster_name
+from components.core.remote import RemotePolicy, SlurmRun
+from components.core.render import WORKLOADS_DIR, JobPlan, JobSpec, plan_job, render_script
+from components.core.resources import JobResources, ResourceError
+from components.core.units import parse_time_s
+from components.core.yamlio import KeyPath, LineMap, load_yaml
+
+CLUSTERS_DIR = "clusters"
+LOCAL_JOBS_DIR = ".hpc/jobs"
+
+
+def _doc(description: str, *examples: object) -> dg.Resolver:
+    return dg.Resolver.default(description=description, examples=list(examples) or None)
+
+
+class SlurmResources(dg.Resolvable, dg.Model):
+    """Slurm resources; each field becomes one #SBATCH directive (see `hpc render`)."""
+
+    nodes: Annotated[int, _doc("Number of nodes (--nodes).", 1, 2)] = 1
+    ntasks: Annotated[int | None, _doc("Total tasks (--ntasks); default one per node. >1 launches with srun.", 4)] = None
+    cpus_per_task: Annotated[int, _doc("CPU cores per task (--cpus-per-task).", 4)] = 1
+    mem: Annotated[str | None, _doc("Memory per node (--mem): a number with K/M/G/T; bare numbers are MB.", "8G", "500M")] = None
+    gpus: Annotated[int, _doc("GPUs per node, rendered with the profile's gpu_directive (--gres=gpu:N).", 0, 1)] = 0
+    time: Annotated[str | None, _doc("Wall time limit (--time): MM, HH:MM:SS or D-HH:MM:SS. Default: the profile's.", "00:30:00", "1-00:00:00")] = None
+    partition_class: Annotated[
+        str | None, _doc("Resource class of the cluster profile (cpu, gpu, debug, ...). Default: gpu if gpus > 0, else cpu.", "debug")
+    ] = None
+    partition: Annotated[str | None, _doc("Override the partition the class maps to.", "boost_usr_prod")] = None
+    qos: Annotated[str | None, _doc("Override the QoS the class maps to.", "boost_qos_dbg")] = None
+    account: Annotated[str | None, _doc("Override the project account (normally from the profile's account_env).", "p71234")] = None
+    exclusive: Annotated[bool, _doc("Request whole nodes (--exclusive).")] = False
+    extra_directives: Annotated[
+        list[str], _doc("Further sbatch options, one per item, as --name=value.", ["--constraint=a100"])
+    ] = []
+
+
+
+class SubmissionPolicy(dg.Resolvable, dg.Model):
+    """How a Slurm job is followed and when it is resubmitted."""
+
+    retry_states: Annotated[
+        list[Literal["NODE_FAIL", "PREEMPTED"]],
+        _doc("Terminal states after which the job is resubmitted automatically.", ["NODE_FAIL", "PREEMPTED"]),
+    ] = []
+    max_attempts: Annotated[int, _doc("Submissions in total, counting the first.", 3)] = 1
+    queue_timeout: Annotated[str, _doc("Longest wait in the queue before the job is cancelled and the step fails.", "2-00:00:00")] = "7-00:00:00"
+    max_poll_interval_s: Annotated[float, _doc("Upper bound of the adaptive squeue polling interval.", 30)] = 10.0
+    outage_tolerance: Annotated[
+        str,
+        _doc("How long contact with the login node or the Slurm controller may stay lost (reboot, restart, timeouts) "
+             "before the step gives up; the job is never cancelled or failed for it, and re-executing re-attaches.",
+             "01:00:00"),
+    ] = "00:30:00"
+
+
+class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
+    """The attributes and hooks shared by components that run a workload locally or on Slurm.
+
+    Subclasses say which assets the job materializes (`asset_keys`) and build their definitions;
+    everything about where and how the workload runs lives here.
+    """
+
+    script: Annotated[str, _doc("Workload path relative to workloads/.", "draw_numbers.py", "preprocess/clean.sh")]
+    args: Annotated[list[str | int | float], _doc("Arguments passed to the workload, each shell-quoted.", ["--rows", "1000"])] = []
+    env: Annotated[
+        dict[str, str | int | float | bool], _doc("Environment variables exported in the job script (never put secrets here).", {"OMP_NUM_THREADS": "4"})
+    ] = {}
+    forward_env: Annotated[
+        list[str], _doc("Names of variables passed from Dagster's environment at run time, never written to the script: use for secrets.", ["HF_TOKEN"])
+    ] = []
+    launcher: Annotated[Literal["python", "bash"], _doc("How the workload is started.", "python", "bash")] = "python"
+    resources: Annotated[SlurmResources, _doc("Slurm resources for the job.")] = SlurmResources()
+    submission: Annotated[SubmissionPolicy, _doc("Polling, queue timeout and the retry policy for Slurm jobs.")] = SubmissionPolicy()
+    cluster: Annotated[
+        str | None, _doc("Cluster profile in clusters/ (local, docker, vsc5, leonardo, musica). Default: $HPC_CLUSTER, else [tool.hpc] cluster in pyproject.toml, else local.", "leonardo")
+    ] = None
+    name: Annotated[str | None, _doc("Op name; default derived from the first asset key.", "numbers_job")] = None
+    requirements: Annotated[
+        str | None, _doc("Locked requirements of this workload's job environment, for profiles that build a venv; default the profile's.",
+                         "workloads/requirements-gpu.txt")
+    ] = None
+
+    # --- hooks -------------------------------------------------------------------------------
+
+    def asset_keys(self) -> list[dg.AssetKey]:
+        raise NotImplementedError
+
+    @property
+    def op_name(self) -> str:
+        if self.name:
+            return self.name
+        return "__".join(self.asset_keys()[0].path).replace("-", "_")
+
+    def get_job_spec(self, project_root: Path, extra_env: Sequence[tuple[str, str]] = ()) -> JobSpec:
+        """Translate the YAML attributes into the core's job description."""
+        res = self.resources
+        return JobSpec(
+            name=self.op_name,
+            assets=tuple(key.to_user_string() for key in self.asset_keys()),
+            workload=self._workload_path(project_root),
+            launcher=self.launcher,
+            args=tuple(str(a) for a in self.args),
+            env=tuple((k, str(v)) for k, v in self.env.items()) + tuple(extra_env),
+            forward_env=tuple(self.forward_env),
+            imports=self.job_imports(project_root),
+            resources=JobResources(
+                nodes=res.nodes,
+                ntasks=res.ntasks,
+                cpus_per_task=res.cpus_per_task,
+                mem=res.mem,
+                gpus=res.gpus,
+                time=res.time,
+                partition_class=res.partition_class,
+                partition=res.partition,
+                qos=res.qos,
+                account=res.account,
+                exclusive=res.exclusive,
+                extra_directives=tuple(res.extra_directives),
+            ),
+        )
+
+    def job_imports(self, project_root: Path) -> tuple[str, ...]:
+        """What the job's Python must import: dagster_pipes and the workload's own imports."""
+        if self.launcher == "bash":
+            return ()
+        return (environments.PIPES, *workload_imports(project_root / WORKLOADS_DIR / self._workload_path(project_root)))
+
+    def environment_imports(self, project_root: Path) -> tuple[str, ...]:
+        """Everything the job environment must import for this component (the job's and the login node's)."""
+        return self.job_imports(project_root)
+
+    def get_profile(self, project_root: Path, cluster: str | None = None) -> ClusterProfile:
+        try:
+            profile = load_profile(resolve_cluster_name(cluster or self.cluster, project_root), project_root / CLUSTERS_DIR)
+        except ConfigError as exc:
+            raise exc.at(Location(key="cluster")) if exc.location.file is None else exc
+        if self.requirements and profile.environment.strategy == "venv":
+            if not (project_root / self.requirements).is_file():
+                raise ConfigError(f"requirements file {self.requirements} does not exist",
+                                  fix="give a path relative to the project root, such as workloads/requirements.txt",
+                                  location=Location(key="requirements"))
+            environment = profile.environment
+            venv = environment.venv.model_copy(update={"requirements": self.requirements})
+            profile = profile.model_copy(update={"environment": environment.model_copy(update={"venv": venv})})
+        if self.resources.gpus:
+            profile = environments.for_gpus(profile)
+        return profile
+
+    def plan(self, project_root: Path, cluster: str | None = None, *, strict: bool = False,
+             extra_env: Sequence[tuple[str, str]] = ()) -> JobPlan:
+        self.remote_policy()  # every component plans at load time: bad submission values surface there
+        return plan_job(self.get_profile(project_root, cluster), self.get_job_spec(project_root, extra_env), strict=strict)
+
+    def render(self, project_root: Path, cluster: str | None = None, *, strict: bool = False) -> JobPlan:
+        """Plan plus environment activation: what `hpc render` prints; connects to nothing."""
+        profile = self.get_profile(project_root, cluster)
+        spec = self.get_job_spec(project_root)
+        if profile.scheduler != "slurm":
+            return plan_job(profile, spec, strict=strict)
+        if strict and environments.PIPES in spec.imports:
+            environments.check_job_python(profile, project_root)
+        plan = plan_job(profile, spec, strict=strict, runtime=environments.activation(profile, project_root))
+        return replace(plan, notes=(*plan.notes, *environments.notes(profile)))
+
+    def remote_policy(self) -> RemotePolicy:
+        """The submission attributes as the core's policy. Raises ConfigError naming the key at fault."""
+        times = {}
+        for key in ("queue_timeout", "outage_tolerance"):
+            try:
+                times[key] = parse_time_s(getattr(self.submission, key))
+            except ValueError as exc:
+                raise ConfigError(str(exc), fix="write a Slurm time such as 00:30:00 or 1-00:00:00",
+                                  location=Location(key=f"submission.{key}")) from None
+        return RemotePolicy(
+            queue_timeout_s=times["queue_timeout"],
+            max_poll_interval_s=self.submission.max_poll_interval_s,
+            retry_states=tuple(self.submission.retry_states),
+            max_attempts=max(1, self.submission.max_attempts),
+            outage_tolerance_s=times["outage_tolerance"],
+        )
+
+    def execute(
+        self, context: dg.AssetExecutionContext, project_root: Path, plan: JobPlan
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        script = render_script(plan, project_root / CLUSTERS_DIR)
+        for warning in plan.warnings:
+            context.log.warning(warning)
+        if plan.profile.scheduler == "slurm":
+            yield from SlurmRun(context, plan, project_root, self.remote_policy(), self.op_name).execute()
+            return
+        context.log.info(f"running {plan.job.workload} locally ({plan.notes[0] if plan.notes else ''})")
+        stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+        job_dir = make_job_dir(project_root / LOCAL_JOBS_DIR, f"{stamp}-{context.run.run_id[:8]}-{self.op_name}")
+        yield from run_script(
+            context,
+            script=script,
+            job_dir=job_dir,
+            workloads_dir=project_root / WORKLOADS_DIR,
+            env={"HPC_CLUSTER": plan.profile.name},
+            metadata={
+                "cluster": dg.MetadataValue.text(plan.profile.name),
+                "launcher": dg.MetadataValue.text(self.launcher),
+                "workload": dg.MetadataValue.text(str(plan.job.workload)),
+            },
+        )
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _workload_path(self, project_root: Path) -> PurePosixPath:
+        raw = PurePosixPath(self.script)
+        if raw.parts and raw.parts[0] == WORKLOADS_DIR:
+            raw = PurePosixPath(*raw.parts[1:])
+        if raw.is_absolute() or ".." in raw.parts or not raw.parts:
+            raise ConfigError(
+                f"script {self.script!r} must be a relative path inside {WORKLOADS_DIR}/",
+                fix=f"move the file into {WORKLOADS_DIR}/ and give its path relative to it",
+                location=Location(key="script"),
+            )
+        if self.launcher == "python" and raw.suffix == ".py" and raw.stem in sys.stdlib_module_names:
+            # Python puts the script's directory first on sys.path: numbers.py would replace `numbers`.
+            raise ConfigError(
+                f"workload {WORKLOADS_DIR}/{raw} shadows the standard library module {raw.stem!r}",
+                fix=f"rename it, for example to {WORKLOADS_DIR}/{raw.with_stem(raw.stem + '_job')}",
+                location=Location(key="script"),
+            )
+        if not (project_root / WORKLOADS_DIR / raw).is_file():
+            available = sorted(
+                str(p.relative_to(project_root / WORKLOADS_DIR))
+                for p in (project_root / WORKLOADS_DIR).rglob("*")
+                if p.is_file() and p.suffix in (".py", ".sh")
+            )
+            raise ConfigError(
+                f"workload script {WORKLOADS_DIR}/{raw} does not exist",
+                fix=f"create it, or use one of: {', '.join(available) or 'none yet'}",
+                location=Location(key="script"),
+            )
+        return raw
+
+
+def _placed(exc: Exception, defs_file: Path) -> ConfigError:
+    """Point an error at defs.yaml: the line of the attribute at fault (the raiser names its key)."""
+    if isinstance(exc, ConfigError):
+        error = exc
+    else:
+        key = f"resources.{exc.field}" if isinstance(exc, ResourceError) else None
+        error = ConfigError(str(exc), location=Location(key=key))
+    lines = _line_map(defs_file)
+    parts = (error.location.key or "").split(".") if error.location.key else []
+    key_path: KeyPath = ("attributes", *(int(p) if p.isdigit() else p for p in parts))
+    here = lines.location(key_path) if lines else Location(file=defs_file, key=".".join(map(str, key_path)))
+    if error.location.file is not None:
+        # The fault is in a profile or template; say which asset definition led there.
+        return ConfigError(f"{error.problem}\n  used by: {here}", fix=error.fix, location=error.location)
+    return ConfigError(error.problem, fix=error.fix, location=here)
+
+
+def _line_map(defs_file: Path) -> LineMap | None:
+    try:
+        return load_yaml(defs_file)[1]
+    except ConfigError:
+        # Several documents in one defs.yaml: fall back to the file without a line.
+        return None
