@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 import dagster as dg
 
-from components.core import environments
+from components.core import environments, shell
 from components.core.errors import ConfigError, Location
 from components.core.imports import workload_imports
 from components.core.local import make_job_dir, run_script
@@ -93,7 +93,7 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
     resources: Annotated[SlurmResources, _doc("Slurm resources for the job.")] = SlurmResources()
     submission: Annotated[SubmissionPolicy, _doc("Polling, queue timeout and the retry policy for Slurm jobs.")] = SubmissionPolicy()
     cluster: Annotated[
-        str | None, _doc("Cluster profile in clusters/ (local, docker, vsc5, leonardo, musica). Default: $HPC_CLUSTER, else [tool.hpc] cluster in pyproject.toml, else local.", "leonardo")
+        str | None, _doc("Cluster profile in clusters/ (local, docker, vsc5, leonardo, musica). Default: $HPC_CLUSTER, else [tool.hpc] cluster in pyproject.toml, else local. $HPC_FORCE_CLUSTER (the project's tests set it to local) wins over it.", "leonardo")
     ] = None
     name: Annotated[str | None, _doc("Op name; default derived from the first asset key.", "numbers_job")] = None
     requirements: Annotated[
@@ -114,6 +114,7 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
 
     def get_job_spec(self, project_root: Path, extra_env: Sequence[tuple[str, str]] = ()) -> JobSpec:
         """Translate the YAML attributes into the core's job description."""
+        self._check_env_names()
         res = self.resources
         return JobSpec(
             name=self.op_name,
@@ -152,7 +153,9 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
 
     def get_profile(self, project_root: Path, cluster: str | None = None) -> ClusterProfile:
         try:
-            profile = load_profile(resolve_cluster_name(cluster or self.cluster, project_root), project_root / CLUSTERS_DIR)
+            # A command's own --cluster is a request for that profile; the asset's `cluster:` yields to $HPC_FORCE_CLUSTER.
+            name = cluster or resolve_cluster_name(self.cluster, project_root)
+            profile = load_profile(name, project_root / CLUSTERS_DIR)
         except ConfigError as exc:
             raise exc.at(Location(key="cluster")) if exc.location.file is None else exc
         if self.requirements and profile.environment.strategy == "venv":
@@ -227,6 +230,17 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
 
     # --- internals ---------------------------------------------------------------------------
 
+    def _check_env_names(self) -> None:
+        # The core refuses bad names too, but only here is the key known that the user must fix.
+        named = [(f"env.{name}", name) for name in self.env]
+        named += [(f"forward_env.{index}", name) for index, name in enumerate(self.forward_env)]
+        for key, name in named:
+            try:
+                shell.check_env_name(str(name))
+            except ValueError as exc:
+                raise ConfigError(str(exc), fix="rename it, for example to " + _env_like(str(name)),
+                                  location=Location(key=key)) from None
+
     def _workload_path(self, project_root: Path) -> PurePosixPath:
         raw = PurePosixPath(self.script)
         if raw.parts and raw.parts[0] == WORKLOADS_DIR:
@@ -256,6 +270,11 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
                 location=Location(key="script"),
             )
         return raw
+
+
+def _env_like(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in name.upper()) or "NAME"
+    return cleaned if not cleaned[0].isdigit() else "_" + cleaned
 
 
 def _placed(exc: Exception, defs_file: Path) -> ConfigError:

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
 # Site variables that would change rendered scripts; tests set what they need explicitly.
-_SITE_ENV = ("HPC_CLUSTER", "HPC_USER", "HPC_ACCOUNT", "VSC5_ACCOUNT", "LEONARDO_ACCOUNT", "MUSICA_ACCOUNT", "HPC_DOCKER_ACCOUNT")
+_SITE_ENV = ("HPC_CLUSTER", "HPC_FORCE_CLUSTER", "HPC_USER", "HPC_ACCOUNT", "VSC5_ACCOUNT", "LEONARDO_ACCOUNT", "MUSICA_ACCOUNT", "HPC_DOCKER_ACCOUNT")
 
 
 @pytest.fixture(autouse=True)

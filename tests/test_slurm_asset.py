@@ -121,3 +121,19 @@ def test_scaffolder_takes_launcher_and_cluster(project):
     text = (project / "defs" / "shell_step" / "defs.yaml").read_text()
     assert "launcher: bash" in text and "cluster: leonardo" in text and "script: shell_step.sh" in text
     assert (project / "workloads" / "shell_step.sh").read_text().startswith("#!/bin/bash")
+
+
+def test_forced_cluster_overrides_an_assets_own_but_not_a_requested_one(project, monkeypatch):
+    # A project's local tests set HPC_FORCE_CLUSTER=local; an asset pinned to a cluster must still run here.
+    from components.inventory import load_workload
+    from tests.conftest import materialize_ok, use_project
+
+    _edit(project, NUMBERS, "  script: draw_numbers.py", "  script: draw_numbers.py\n  cluster: docker")
+    use_project(project, monkeypatch)
+    component = load_workload(project, "defs/numbers")
+    assert component.get_profile(project).name == "docker"
+    monkeypatch.setenv("HPC_FORCE_CLUSTER", "local")
+    assert component.get_profile(project).name == "local"
+    assert component.get_profile(project, "leonardo").name == "leonardo"  # `hpc render --cluster leonardo`
+    metadata = materialize_ok(project, ["raw/numbers"], monkeypatch)["raw/numbers"]
+    assert metadata and "slurm_state" not in metadata, metadata  # a Slurm run always reports its state

@@ -21,6 +21,8 @@ from components.core.units import parse_mem_mb, parse_time_s
 from components.core.yamlio import KeyPath, LineMap, dotted, load_yaml
 
 CLUSTER_ENV_VAR = "HPC_CLUSTER"
+# Wins over every asset's own `cluster:` too: "run everything here", as a project's local tests need.
+FORCE_CLUSTER_ENV_VAR = "HPC_FORCE_CLUSTER"
 DEFAULT_CLUSTER = "local"
 OVERRIDES_DIR = "overrides"
 TEMPLATES_DIR = "templates"
@@ -479,7 +481,16 @@ def _project_root(clusters_dir: Path) -> Path | None:
 
 
 def resolve_cluster_name(explicit: str | None, project_root: Path | None = None) -> str:
-    """An asset's `cluster:`, else $HPC_CLUSTER, else [tool.hpc] cluster, else local."""
+    """$HPC_FORCE_CLUSTER, else an asset's `cluster:`, else $HPC_CLUSTER, else [tool.hpc] cluster, else local.
+
+    Raises ConfigError when a name from the environment or pyproject.toml has no profile in clusters/.
+    """
+    forced = os.environ.get(FORCE_CLUSTER_ENV_VAR)
+    if forced:
+        if project_root is not None:
+            _known(forced, Path(project_root) / "clusters", f"${FORCE_CLUSTER_ENV_VAR}={forced} names no profile",
+                   f"unset {FORCE_CLUSTER_ENV_VAR} or set it to", None)
+        return forced
     if explicit:
         return explicit
     from_env = os.environ.get(CLUSTER_ENV_VAR)

@@ -2,8 +2,9 @@
 
 - the definitions under defs/ load, and every cluster profile is valid;
 - every asset's job script renders on every profile in clusters/ (no connection is made);
-- all assets materialize on this machine (HPC_CLUSTER=local), in a scratch copy of the project so
-  the local metadata store of `make dev` is left alone; a second run finds nothing to redo.
+- all assets materialize on this machine (HPC_FORCE_CLUSTER=local, which wins over a `cluster:` in a
+  defs.yaml), in a scratch copy of the project so the local metadata store of `make dev` is left
+  alone; a second run finds nothing to redo.
 
 An asset that cannot run on a laptop (a 4-GPU training job, say) can be left out of the local run
 by listing its key in LOCAL_SKIP.
@@ -24,7 +25,7 @@ from components.workload import WorkloadComponent
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_SKIP: set[str] = set()
-_SITE_ENV = ("HPC_CLUSTER",)
+_SITE_ENV = ("HPC_CLUSTER", "HPC_FORCE_CLUSTER")
 
 
 def _component_folders() -> list[Path]:
@@ -100,7 +101,7 @@ def _materialize_all(project: Path, monkeypatch) -> dict[str, dg.AssetMaterializ
 
 def test_assets_materialize_locally(tmp_path, monkeypatch):
     project = _scratch_copy(tmp_path)
-    monkeypatch.setenv("HPC_CLUSTER", "local")
+    monkeypatch.setenv("HPC_FORCE_CLUSTER", "local")
     first = _materialize_all(project, monkeypatch)
     second = _materialize_all(project, monkeypatch)
     # Incremental assets report what they processed: nothing is new or stale the second time.

@@ -65,6 +65,18 @@ def test_cluster_precedence(tmp_path, monkeypatch):
     assert resolve_cluster_name(None, tmp_path / "elsewhere") == "local"
 
 
+def test_forced_cluster_wins_over_an_assets_own(tmp_path, monkeypatch):
+    root = _project(tmp_path, 'cluster = "vsc5"')
+    monkeypatch.setenv("HPC_CLUSTER", "musica")
+    monkeypatch.setenv("HPC_FORCE_CLUSTER", "local")
+    assert resolve_cluster_name("leonardo", root) == "local"
+    assert resolve_cluster_name(None, root) == "local"
+    monkeypatch.setenv("HPC_FORCE_CLUSTER", "vsc7")
+    with pytest.raises(ConfigError, match=r"\$HPC_FORCE_CLUSTER=vsc7 names no profile") as info:
+        resolve_cluster_name("leonardo", root)
+    assert "unset HPC_FORCE_CLUSTER" in info.value.fix and "vsc5" in info.value.fix
+
+
 def test_unknown_default_cluster_points_at_pyproject(tmp_path, monkeypatch):
     root = _project(tmp_path, 'cluster = "vsc6"')
     with pytest.raises(ConfigError, match="default cluster 'vsc6' has no profile") as info:
