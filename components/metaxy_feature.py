@@ -25,7 +25,7 @@ from components.core.feature_steps import LocalSteps, RemoteSteps
 from components.core.features import FeatureDecl, FeatureGraph, scan, validate
 from components.core.profiles import ClusterProfile, load_profile, resolve_cluster_name
 from components.core.remote import SlurmRun
-from components.runtime.job import REQUEST_ENV
+from components.runtime.names import REQUEST_ENV
 from components.workload import CLUSTERS_DIR, WorkloadComponent, _doc, _line_map, _placed
 
 DEFS_DIR = "defs"

@@ -26,7 +26,7 @@ from components.core.profiles import ClusterProfile
 from components.core.render import JobSpec
 from components.core.units import parse_mem_mb
 from components.metaxy_feature import DEFS_DIR, MetaxyFeatureComponent, StoreModel
-from components.runtime.documents import FORMATS
+from components.runtime.names import FORMATS
 from components.workload import WorkloadComponent, _doc, _line_map, _placed
 
 DOCUMENTS_SUBDIR = "docling"

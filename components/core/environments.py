@@ -16,12 +16,16 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from components.core import shell
 from components.core.errors import ConfigError
 from components.core.profiles import ClusterProfile
 from components.core.render import Runtime
-from components.core.ssh import RemoteCommandError, Transport
+from components.core.ssh_target import RemoteCommandError
+
+if TYPE_CHECKING:
+    from components.core.ssh import Transport
 
 ENVS_DIR = "envs"
 ACTIVATE = "hpc-activate.sh"

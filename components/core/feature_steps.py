@@ -13,6 +13,7 @@ import os
 import shlex
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -21,9 +22,9 @@ from components.core.profiles import ClusterProfile
 from components.core.local import KEEP_JOB_DIRS_ENV
 from components.core.remote import pack
 from components.core.render import RUNTIME_DIR, RUNTIME_PACKAGE
-from components.core.ssh import Transport
-from components.runtime import increment
-from components.runtime.steps import STEPS
+
+if TYPE_CHECKING:
+    from components.core.ssh import Transport
 
 REQUEST_FILE = "request.json"
 RESULT_PREFIX, ERROR_PREFIX = "hpc-result ", "hpc-error "
@@ -45,6 +46,10 @@ class LocalSteps:
         (self.staging_path / REQUEST_FILE).write_text(json.dumps(request), encoding="utf-8")
 
     def run(self, step: str, request: dict) -> dict:
+        # Metaxy and Polars load here, not with the definitions: every step process loads those.
+        from components.runtime import increment
+        from components.runtime.steps import STEPS
+
         self.stage(request)
         try:
             return STEPS[step](request)

@@ -17,7 +17,7 @@ from typing import Any
 from components.core import documents
 from components.core.errors import ConfigError, Location
 from components.core.yamlio import KeyPath, LineMap, load_yaml
-from components.runtime.graph import COLUMN_TYPES
+from components.runtime.names import COLUMN_TYPE_NAMES
 
 METAXY_TYPE, DOCLING_TYPE = "components.MetaxyFeatureComponent", "components.RayDoclingComponent"
 FEATURE_COMPONENT_TYPES = {METAXY_TYPE, DOCLING_TYPE}
@@ -128,9 +128,9 @@ def _check_own(decl: FeatureDecl) -> None:
     if not decl.fields:
         raise decl.error("a feature needs at least one field", "add fields: [{key: default}]", "fields")
     for name, type_name in decl.columns.items():
-        if type_name not in COLUMN_TYPES:
+        if type_name not in COLUMN_TYPE_NAMES:
             raise decl.error(f"column {name!r} has unknown type {type_name!r}",
-                             f"use one of: {', '.join(COLUMN_TYPES)}", "columns", name)
+                             f"use one of: {', '.join(COLUMN_TYPE_NAMES)}", "columns", name)
         if name in ids or name.startswith("metaxy_") or name == "hpc_status":
             raise decl.error(f"column {name!r} clashes with an id column or a reserved name",
                              "rename the column", "columns", name)

@@ -12,6 +12,8 @@ opens Pipes again. Results reported by an earlier execution are dropped, its log
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 import sys
 import threading
@@ -21,7 +23,10 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from components.core.ssh import Transport, TransportError
+from components.core.ssh_target import TransportError
+
+if TYPE_CHECKING:
+    from components.core.ssh import Transport
 from components.core.tail import LINE_CAP, RemoteTail, ShortRead, StderrTail, cap_line
 
 # Results (and the end of the session that follows them) count only from the job's last execution.

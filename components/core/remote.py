@@ -32,7 +32,7 @@ from components.core.pipes_remote import RemoteFileContextInjector, RemoteFileMe
 from components.core.render import RUNTIME_DIR, RUNTIME_PACKAGE, JobPlan, plan_job, render_script
 from components.core.scheduler import ACTIVE, QueueState, SchedulerUnavailable, SlurmClient, SubmissionError
 from components.core.shell import quote_path
-from components.core.ssh import ContactLost, target_for, transport_for
+from components.core.ssh_target import ContactLost, target_for
 from components.core.units import format_time
 
 T = TypeVar("T")
@@ -90,6 +90,8 @@ class SlurmRun:
     def __init__(self, context: dg.AssetExecutionContext, plan: JobPlan, project_root: Path, policy: RemotePolicy, op_name: str):
         self.context, self.plan, self.project_root, self.policy, self.op_name = context, plan, project_root, policy, op_name
         self.profile = plan.profile
+        from components.core.ssh import transport_for  # paramiko loads only where a step connects
+
         self.transport = transport_for(target_for(self.profile))
         self.client = SlurmClient(self.transport)
         log = context.log

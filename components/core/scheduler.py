@@ -6,12 +6,17 @@ Every query tells three answers apart: the job's state, "Slurm does not know thi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import re
 import shlex
 import time
 from dataclasses import dataclass
 
-from components.core.ssh import RemoteCommandError, Transport
+from components.core.ssh_target import RemoteCommandError
+
+if TYPE_CHECKING:
+    from components.core.ssh import Transport
 
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED"}
 SUCCESS = {"COMPLETED"}

@@ -7,7 +7,6 @@ fabric (paramiko) accepts any host key by default; here every host key is checke
 
 from __future__ import annotations
 
-import getpass
 import logging
 import os
 import select
@@ -15,108 +14,18 @@ import shlex
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
 from fabric import Config, Connection
 
 from components.core import known_hosts as kh
-from components.core.errors import ConfigError
-from components.core.profiles import ClusterProfile, from_environment
+from components.core.ssh_target import (  # noqa: F401 - the public names of this module's callers
+    CommandResult, ContactLost, Hop, RemoteCommandError, SSHTarget, TransportError, expand, target_for,
+)
 from components.core.ssh_auth import certificate_validity, check_certificate, interactive_answers  # noqa: F401 - also used by callers of this module
 
 
-
-
-class TransportError(RuntimeError):
-    """The cluster could not be reached or refused us; the message says what to do."""
-
-
-class ContactLost(TransportError):
-    """The login node did not answer or the connection dropped: a passing fault, nothing about the job.
-
-    Host-key and authentication failures are plain TransportErrors: they do not fix themselves.
-    """
-
-
-@dataclass(frozen=True)
-class Hop:
-    host: str
-    port: int
-    user: str
-
-
-@dataclass(frozen=True)
-class SSHTarget:
-    """Everything needed to open a connection; derived from a profile and the environment."""
-
-    login: Hop
-    jumps: tuple[Hop, ...] = ()
-    auth: str = "key"
-    key_file: str | None = None
-    certificate_file: str | None = None
-    known_hosts: str = "~/.ssh/known_hosts"
-    keepalive_s: int = 60
-    password_env: str | None = None
-    otp_env: str | None = None
-    connect_timeout_s: float = 15.0
-
-
-def expand(path: str | None) -> str | None:
-    if path is None:
-        return None
-    expanded = os.path.expanduser(os.path.expandvars(path))
-    if "$" in expanded:
-        raise ConfigError(
-            f"path {path!r} refers to an environment variable that is not set",
-            fix="export the variable (for the docker profile: source the test cluster's env.sh)",
-        )
-    return expanded
-
-
-def _user(user: str | None, user_env: str | None, fallback_env: str | None = None) -> str:
-    value, _ = from_environment(user_env, user, fallback_env)
-    if value:
-        return value
-    names = [n for n in (user_env, fallback_env) if n]
-    if names:
-        raise ConfigError(
-            "no remote user: set " + " or ".join(f"${n}" for n in names),
-            fix=f"export {names[0]}=<your login name on the cluster>",
-        )
-    return getpass.getuser()
-
-
-def target_for(profile: ClusterProfile) -> SSHTarget:
-    ssh = profile.ssh
-    if ssh is None:
-        raise ConfigError(f"profile {profile.name!r} has no ssh section", location=profile.location())
-    default_user = _user(ssh.user, ssh.user_env, profile.project_user_env)
-    jumps = tuple(
-        Hop(j.host, j.port, _user(j.user, j.user_env) if (j.user or j.user_env) else default_user)
-        for j in ssh.jump_hosts
-    )
-    return SSHTarget(
-        login=Hop(ssh.host, ssh.port, default_user),
-        jumps=jumps,
-        auth=ssh.auth,
-        key_file=expand(ssh.key_file),
-        certificate_file=expand(ssh.certificate_file),
-        known_hosts=expand(ssh.known_hosts) or "~/.ssh/known_hosts",
-        keepalive_s=ssh.keepalive_s,
-        password_env=ssh.password_env,
-        otp_env=ssh.otp_env,
-    )
-
-
-# --- the connection -------------------------------------------------------------------------------
-
-@dataclass
-class CommandResult:
-    exit_code: int
-    stdout: str
-    stderr: str
 
 
 def _host_keys_hint(target: SSHTarget, hop: Hop) -> str:
@@ -372,13 +281,6 @@ class Transport:
                     gateway = gateway.gateway
             finally:
                 self._conn = None
-
-
-class RemoteCommandError(TransportError):
-    def __init__(self, command: str, result: CommandResult):
-        self.result = result
-        head = command if len(command) < 200 else command[:200] + "..."
-        super().__init__(f"remote command failed with exit code {result.exit_code}: {head}\n{result.stderr.strip()}")
 
 
 _POOL: dict[SSHTarget, Transport] = {}

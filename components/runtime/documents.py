@@ -23,18 +23,8 @@ import polars as pl
 
 from .increment import Feature, FeatureDataError, ingest
 from .job import FeatureJob, file_signature
+from .names import FORMATS
 
-# Docling input formats this component offers, with the file suffixes that select them.
-FORMATS: dict[str, tuple[str, ...]] = {
-    "pdf": (".pdf",),
-    "docx": (".docx",),
-    "pptx": (".pptx",),
-    "xlsx": (".xlsx",),
-    "html": (".html", ".htm"),
-    "md": (".md", ".markdown"),
-    "asciidoc": (".adoc", ".asciidoc"),
-    "csv": (".csv",),
-}
 SOURCE_ID = "doc_id"
 STATUSES = ("converted", "partial", "failed")
 # Bytes of non-PDF input that cost about as much as one PDF page; a rough, documented estimate.

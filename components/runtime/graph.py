@@ -20,6 +20,8 @@ import polars as pl
 import pydantic
 from metaxy.models.lineage import LineageRelationship
 
+from .names import COLUMN_TYPE_NAMES
+
 # Column types a YAML author may name, with the Python type for the Metaxy model and the Polars
 # dtype a workload's frame is checked against.
 COLUMN_TYPES: dict[str, tuple[Any, pl.DataType]] = {
@@ -34,6 +36,7 @@ COLUMN_TYPES: dict[str, tuple[Any, pl.DataType]] = {
     "list[int]": (list[int], pl.List(pl.Int64())),
     "list[float]": (list[float], pl.List(pl.Float64())),
 }
+assert tuple(COLUMN_TYPES) == COLUMN_TYPE_NAMES, "runtime.names and runtime.graph disagree on column types"
 
 
 def class_name(key: str) -> str:

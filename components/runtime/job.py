@@ -24,9 +24,9 @@ import uuid
 
 import polars as pl
 
+from .names import REQUEST_ENV
 from .increment import INCREMENT_FILE, PROVENANCE, STATUS_COLUMN, Feature, FeatureDataError, check_output
 
-REQUEST_ENV = "HPC_METAXY_REQUEST"
 COMMIT_ATTEMPTS = 8
 
 
