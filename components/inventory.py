@@ -44,6 +44,13 @@ def load_workload(project_root: Path, target: str):
             f"{target} is not a folder under defs/",
             fix="give the component folder, for example defs/numbers",
         )
+    from components.defs_check import combined, file_errors
+
+    # dagster reports many YAML mistakes vaguely: ours name the line and the fix.
+    defs_file = defs_root / relative / "defs.yaml"
+    error = combined(file_errors(defs_file)) if defs_file.is_file() else None
+    if error is not None:
+        raise error
     component = dg.ComponentTree.for_project(project_root).load_component(relative)
     if not isinstance(component, WorkloadComponent):
         raise ConfigError(
@@ -59,6 +66,11 @@ def workload_components(project_root: Path) -> list[tuple[str, object]]:
 
     from components.workload import WorkloadComponent
 
+    from components.defs_check import defs_error
+
+    error = defs_error(project_root)
+    if error is not None:
+        raise error
     tree = dg.ComponentTree.for_project(project_root)
     found = []
     for defs_yaml in sorted((project_root / DEFS_DIR).rglob("defs.yaml")):

@@ -101,6 +101,18 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
                          "workloads/requirements-gpu.txt")
     ] = None
 
+    @classmethod
+    def load(cls, attributes, context: dg.ComponentLoadContext):
+        # Every way of loading (dg, ComponentTree, the hpc CLI) gets our messages for YAML that dagster
+        # would take silently changed (`args: [no]` as 0); definitions.py checks all files before this.
+        from components.defs_check import combined, file_errors
+
+        defs_file = Path(context.path) / "defs.yaml"
+        error = combined(file_errors(defs_file)) if defs_file.is_file() else None
+        if error is not None:
+            raise error
+        return super().load(attributes, context)
+
     # --- hooks -------------------------------------------------------------------------------
 
     def asset_keys(self) -> list[dg.AssetKey]:
