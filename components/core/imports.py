@@ -7,6 +7,7 @@ missing package is named there (with the file that needs it) instead of in a job
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 from pathlib import Path
 
@@ -20,6 +21,16 @@ def workload_imports(path: Path, _seen: frozenset[Path] = frozenset()) -> tuple[
     by `try: ... except ImportError` are optional and left out. Returns () for a file that does not
     parse (Python reports that itself, with the line, when the job runs).
     """
+    try:
+        stat = path.stat()
+    except OSError:
+        return ()
+    # Every component plans at definitions load, in every step process: read each file version once.
+    return _scan(path, stat.st_mtime_ns, stat.st_size, _seen)
+
+
+@functools.lru_cache(maxsize=256)
+def _scan(path: Path, _mtime_ns: int, _size: int, _seen: frozenset[Path]) -> tuple[str, ...]:
     try:
         tree = ast.parse(path.read_text(), filename=str(path))
     except (OSError, SyntaxError, UnicodeDecodeError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -80,16 +81,38 @@ def _collect_lines(node: yaml.Node, prefix: KeyPath, out: dict[KeyPath, int]) ->
             _collect_lines(item, path, out)
 
 
+# Definitions load reads the same profiles and defs.yaml files many times (every component plans,
+# every feature scans the graph); parsed once per file version, each caller gets its own copy.
+_PARSED: dict[tuple[Path, int, int], tuple[Any, dict[KeyPath, int]]] = {}
+
+
 def load_yaml(file: Path) -> tuple[Any, LineMap]:
-    """Parse one YAML document; invalid YAML becomes a ConfigError with the file and line."""
+    """Parse one YAML document; invalid YAML becomes a ConfigError with the file and line.
+
+    Returns (data, line map); the data is the caller's own (a copy), so mutating it is safe.
+    """
     file = Path(file)
     try:
+        stat = file.stat()
+        version = (file.resolve(), stat.st_mtime_ns, stat.st_size)
+        if version in _PARSED:
+            data, lines = _PARSED[version]
+            return copy.deepcopy(data), LineMap(file, dict(lines))
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read file: {exc.strerror}", location=Location(file=file)) from None
+    except UnicodeDecodeError as exc:
+        line = file.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} cannot be decoded",
+                          fix="save the file as UTF-8 (for example: iconv -f latin1 -t utf-8)",
+                          location=Location(file=file, line=line)) from None
     try:
-        node = yaml.compose(text, Loader=_UniqueKeyLoader)
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        loader = _UniqueKeyLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -105,4 +128,5 @@ def load_yaml(file: Path) -> tuple[Any, LineMap]:
     if node is not None:
         lines[()] = node.start_mark.line + 1
         _collect_lines(node, (), lines)
+    _PARSED[version] = (copy.deepcopy(data), dict(lines))
     return data, LineMap(file, lines)
