@@ -108,6 +108,21 @@ def test_default_answers_reproduce_this_repositorys_configuration(template_repo,
             f"{name} and template/{name}.jinja disagree: change both together")
 
 
+def test_project_name_is_the_code_location_name(template_repo, tmp_path):
+    from dagster_dg_core.context import DgContext
+
+    project = _copy(template_repo, tmp_path / "folder_name", project_name="lab-pipeline")
+    assert DgContext.for_project_environment(project, {}).code_location_name == "lab-pipeline"
+
+
+@pytest.mark.parametrize("readme", ["README.md", "template/README.md.jinja", "clusters/README.md"])
+def test_readme_commands_run_as_written_on_a_fresh_machine(readme):
+    # make puts .venv/bin on PATH for its own recipes, a user's shell does not: `dg ...` alone is "command not found".
+    text = (ROOT / readme).read_text()
+    bare = [m.group(0) for m in re.finditer(r"(?<!runs )`(dg|hpc) [^`]*`", text)]
+    assert not bare, f"{readme}: write .venv/bin/dg or .venv/bin/hpc: {bare}"
+
+
 def test_cluster_choices_are_the_shipped_profiles():
     assert sorted(COPIER_YML["default_cluster"]["choices"].values()) == available_profiles(ROOT / "clusters")
 
