@@ -123,6 +123,17 @@ def test_readme_commands_run_as_written_on_a_fresh_machine(readme):
     assert not bare, f"{readme}: write .venv/bin/dg or .venv/bin/hpc: {bare}"
 
 
+def test_dg_help_lists_its_commands():
+    # The locked typer renders dg's help; typer 0.26+ printed the options and no command at all.
+    from tests.conftest import VENV_BIN
+
+    result = subprocess.run([str(VENV_BIN / "dg"), "--help"], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "COLUMNS": "120", "NO_COLOR": "1"})
+    assert result.returncode == 0, result.stderr
+    listed = {line.split()[1] for line in result.stdout.splitlines() if line.startswith("│ ") and len(line.split()) > 2}
+    assert {"check", "dev", "launch", "list", "scaffold"} <= listed, result.stdout
+
+
 def test_cluster_choices_are_the_shipped_profiles():
     assert sorted(COPIER_YML["default_cluster"]["choices"].values()) == available_profiles(ROOT / "clusters")
 
