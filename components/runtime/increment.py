@@ -15,6 +15,7 @@ from typing import Any
 import narwhals as nw
 import polars as pl
 
+from .casts import cast_exactly, type_name
 from .graph import build_graph, polars_schema
 from .stores import describe, open_store
 
@@ -244,8 +245,38 @@ def commit(request: dict) -> dict:
     }
 
 
+def _cast_column(feature: Feature, frame: pl.DataFrame, column: str, target: pl.DataType) -> pl.Series:
+    """One result column as its declared type; FeatureDataError naming the rows whose value would change."""
+    cast, lossy = cast_exactly(frame[column], target)
+    if lossy is None:
+        return cast
+    bad = frame.filter(lossy.lost)
+    declared = feature.spec["columns"][column]
+    values = bad[column].head(SHOWN_IDS).to_list()
+    after = lossy.converted.filter(lossy.lost).head(SHOWN_IDS).to_list() if lossy.converted is not None else None
+    shown = ", ".join(
+        f"{key} ({value!r}" + (f" would become {after[i]!r})" if after is not None else ")")
+        for i, (key, value) in enumerate(zip(_keys(bad.head(SHOWN_IDS), feature.id_columns), values))
+    )
+    more = f" (and {bad.height - SHOWN_IDS} more)" if bad.height > SHOWN_IDS else ""
+    actual = type_name(frame[column].dtype)
+    if actual and actual != declared:
+        retype = f"declare it as {actual} (columns: {{{column}: {actual}}}) in the feature's defs.yaml"
+    else:  # the declared type is right but too narrow for these values (int is 64-bit)
+        retype = "declare a type under `columns:` in the feature's defs.yaml that holds them (float or str)"
+    raise FeatureDataError(
+        f"{feature.key}: column {column!r} is declared {declared} but the workload gave {frame[column].dtype} values "
+        f"that do not survive the conversion ({lossy.reason}) for {bad.height} sample(s): {shown}{more}",
+        f"convert them in the workload on purpose (round, parse or cast there), or {retype}",
+    )
+
+
 def check_output(feature: Feature, frame: pl.DataFrame, *, unique: bool = True) -> pl.DataFrame:
-    """A workload's results: the declared columns with their declared types, ids from the increment."""
+    """A workload's results: the declared columns with their declared types, ids from the increment.
+
+    Raises FeatureDataError for missing columns, a value the cast to its declared type would change
+    (3.7 into int, 2**40 into a narrower int, "3" into int) and duplicate ids; nothing is written then.
+    """
     schema = polars_schema(feature.spec)
     missing = [c for c in [*feature.id_columns, *schema] if c not in frame.columns]
     if missing:
@@ -253,11 +284,7 @@ def check_output(feature: Feature, frame: pl.DataFrame, *, unique: bool = True) 
             f"{feature.key}: the results lack column(s) {', '.join(missing)}",
             f"return the id columns and every declared column ({', '.join(schema) or 'none declared'})",
         )
-    try:
-        frame = frame.select([*feature.id_columns, *(pl.col(c).cast(t) for c, t in schema.items())])
-    except pl.exceptions.PolarsError as exc:
-        raise FeatureDataError(f"{feature.key}: a result column does not match its declared type: {exc}",
-                               "convert the values, or correct `columns:` in the feature's defs.yaml") from None
+    frame = frame.select([*feature.id_columns, *(_cast_column(feature, frame, c, t) for c, t in schema.items())])
     dups = frame.filter(pl.struct(feature.id_columns).is_duplicated()) if unique else frame.clear()
     if dups.height:
         raise FeatureDataError(f"{feature.key}: duplicate ids in the results: {_ids(dups, feature.id_columns)}",

@@ -74,9 +74,26 @@ def test_write_refuses_wrong_types_and_missing_columns(tmp_path):
     job = FeatureJob(req)
     with pytest.raises(increment.FeatureDataError, match="lack column"):
         job.write(pl.DataFrame({"sample_id": ["a"]}))
-    with pytest.raises(increment.FeatureDataError, match="declared type"):
+    with pytest.raises(increment.FeatureDataError, match="text is not parsed"):
         job.write(pl.DataFrame({"sample_id": ["a"], "width": ["wide"]}))
     assert increment.commit(req)["processed"] == 0
+
+
+def test_a_value_the_declared_type_would_change_is_refused_with_id_and_column(tmp_path):
+    store = {"kind": "delta", "path": str(tmp_path / "store")}
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    _list(store, staging, ["a", "b"])
+    req = _request(store, staging, DOWN)
+    increment.resolve(req)
+    job = FeatureJob(req)
+    with pytest.raises(increment.FeatureDataError) as caught:
+        job.write(pl.DataFrame({"sample_id": ["a", "b"], "width": [3.0, 3.7]}))
+    problem = caught.value.problem
+    assert "'width' is declared int" in problem and "b (3.7 would become 3)" in problem and "a (" not in problem
+    assert "declare it as float" in caught.value.fix
+    # Neither row reached the store: the exact 3.0 is not written without the 3.7 either.
+    assert (increment.commit(req)["processed"], job.written) == (0, 0)
 
 
 def test_runtime_cli_reports_data_errors_as_json(tmp_path):
