@@ -188,6 +188,13 @@ def test_readme_examples_work(template_repo, tmp_path, monkeypatch, capsys):
     assert "#SBATCH --partition=compute" in script and "#SBATCH --cpus-per-task=4" in script
 
 
+def test_copy_ends_with_the_next_two_commands(template_repo, tmp_path, capsys):
+    run_copy(str(template_repo), str(tmp_path / "p"), data={"project_name": "p", "examples": []}, defaults=True,
+             unsafe=True, vcs_ref="HEAD")
+    err = capsys.readouterr().err
+    assert f"cd {tmp_path / 'p'} && make test" in err and "make dev" in err, err
+
+
 # --- copier update -------------------------------------------------------------------------------
 
 def _edit(path: Path, old: str, new: str) -> None:
@@ -237,6 +244,24 @@ def test_update_merges_template_changes_and_keeps_user_edits(template_repo, tmp_
     # The one-time task did not run again: the user's history is intact, the update is left to review.
     assert _git(project, "log", "--format=%s").splitlines()[0] == "my edits"
     assert "defs/numbers/defs.yaml" in _git(project, "status", "--porcelain")
+
+
+def test_update_names_the_files_left_with_conflicts(tmp_path, capfd):
+    src = _template_repo(tmp_path / "template")
+    project = _copy(src, tmp_path / "p", ref="v1", project_name="p", examples=["slurm"])
+    _edit(project / "clusters/vsc5.yaml", "keepalive_s: 120", "keepalive_s: 30")
+    _git(project, "commit", "--quiet", "--all", "--message", "my edit")
+    _edit(src / "clusters/vsc5.yaml", "keepalive_s: 120", "keepalive_s: 60")
+    _git(src, "commit", "--quiet", "--all", "--message", "v2")
+    _git(src, "tag", "v2")
+    capfd.readouterr()
+
+    run_update(str(project), vcs_ref="v2", defaults=True, overwrite=True, unsafe=True)
+
+    assert "<<<<<<< before updating" in (project / "clusters/vsc5.yaml").read_text()
+    out = capfd.readouterr()
+    assert "conflicts to resolve" in out.out and "  clusters/vsc5.yaml" in out.out, out
+    assert "--diff-filter=U" in out.err, out.err
 
 
 # --- generated projects, installed ---------------------------------------------------------------

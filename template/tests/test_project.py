@@ -12,6 +12,7 @@ by listing its key in LOCAL_SKIP.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -57,6 +58,20 @@ def test_definitions_load(monkeypatch):
     defs = _build_defs(ROOT, monkeypatch)
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     assert len(keys) >= len(_component_folders())
+
+
+def test_no_conflict_markers_are_left():
+    # `copier update` leaves both versions between markers where the template and you changed the same lines.
+    markers = (b"<" * 7 + b" ", b">" * 7 + b" ")
+    left = []
+    for folder, dirs, files in os.walk(ROOT):
+        # Not .venv, .git, .hpc or .dagster (environment, history, run data): copier writes none of them.
+        dirs[:] = [d for d in dirs if d != "__pycache__" and (not d.startswith(".") or d in (".ci", ".github"))]
+        for name in files:
+            path = Path(folder, name)
+            lines = path.read_bytes().splitlines() if path.is_file() else []
+            left += [f"{path.relative_to(ROOT)}:{n}" for n, line in enumerate(lines, 1) if line.startswith(markers)]
+    assert not left, "resolve the conflicts copier update left (keep what you want, delete the markers): " + ", ".join(left)
 
 
 def test_cluster_profiles_are_valid(monkeypatch, capsys):
