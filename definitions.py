@@ -4,6 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from components.core.graph_check import check_graph
 from components.defs_check import defs_error
 
 
@@ -13,4 +14,4 @@ def defs() -> dg.Definitions:
     error = defs_error(Path(__file__).parent)
     if error is not None:
         raise error from None
-    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    return check_graph(dg.load_from_defs_folder(path_within_project=Path(__file__).parent))

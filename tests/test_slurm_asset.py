@@ -137,3 +137,23 @@ def test_forced_cluster_overrides_an_assets_own_but_not_a_requested_one(project,
     assert component.get_profile(project, "leonardo").name == "leonardo"  # `hpc render --cluster leonardo`
     metadata = materialize_ok(project, ["raw/numbers"], monkeypatch)["raw/numbers"]
     assert metadata and "slurm_state" not in metadata, metadata  # a Slurm run always reports its state
+
+
+def test_graph_mistakes_name_the_defs_yaml_lines_dagster_loaded(project):
+    # Through a real load: the code references dagster attaches lead back to each defs.yaml.
+    import shutil
+
+    from components.core.errors import ConfigError
+    from components.core.graph_check import check_graph
+
+    lines = _edit(project, "defs/summary/defs.yaml", "deps: [raw/numbers]", "deps: [raw/numbrs]")
+    shutil.copytree(project / "defs" / "numbers", project / "defs" / "numbers_copy")
+    _edit(project, "defs/numbers_copy/defs.yaml", "  script: draw_numbers.py", "  name: copy\n  script: draw_numbers.py")
+    with pytest.raises(ConfigError) as caught:
+        check_graph(_build(project))
+    text = str(caught.value)
+    dep_line = _line(lines, "deps: [raw/numbrs]")
+    assert f"defs/summary/defs.yaml:{dep_line} [attributes.assets[0].deps[0]]: stats/summary depends on raw/numbrs" in text
+    assert "did you mean raw/numbers?" in text
+    assert re.search(r"defs/numbers/defs.yaml:\d+ \[attributes.assets\[0\].key\]: asset key raw/numbers is declared here "
+                     r"and again in \S*defs/numbers_copy/defs.yaml:\d+", text), text
