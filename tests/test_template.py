@@ -157,6 +157,20 @@ def test_invalid_answers_are_refused_and_nothing_is_written(template_repo, tmp_p
     assert not target.exists() or not any(target.iterdir())
 
 
+def test_invalid_data_on_the_command_line_exits_1_with_the_reason_last(template_repo, tmp_path):
+    # What the README promises for `copier copy --data ...`: copier's traceback, our reason as its last line.
+    from tests.conftest import VENV_BIN
+
+    target = tmp_path / "p"
+    done = subprocess.run([str(VENV_BIN / "copier"), "copy", "--trust", "--defaults", "--vcs-ref", "HEAD",
+                           "--data", "project_name=My Project", str(template_repo), str(target)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "ValueError: Validation error for question 'project_name': project_name \"My Project\" is not valid"), done.stderr
+    assert not target.exists()
+
+
 def test_examples_select_defs_workloads_and_the_lock(template_repo, tmp_path):
     project = _copy(template_repo, tmp_path / "p", project_name="p", examples=["metaxy"])
     assert sorted(p.name for p in (project / "defs").iterdir() if p.is_dir()) == ["media"]
