@@ -21,7 +21,7 @@ from components.core import environments
 from components.core.imports import workload_imports
 from components.core.render import RUNTIME_DIR
 from components.core.errors import ConfigError, Location
-from components.core.feature_steps import LocalSteps, RemoteSteps
+from components.core.feature_steps import LocalSteps, RemoteSteps, workload_data_failure
 from components.core.features import FeatureDecl, FeatureGraph, scan, validate
 from components.core.profiles import ClusterProfile, load_profile, resolve_cluster_name
 from components.core.remote import SlurmRun
@@ -155,7 +155,14 @@ class MetaxyFeatureComponent(WorkloadComponent):
         """Run the workload on the staged request (locally or as a Slurm job); its Pipes results."""
         steps.stage(request)
         plan = self.plan(project_root, strict=True, extra_env=[(REQUEST_ENV, steps.request_path)])
-        return list(self.execute(context, project_root, plan))
+        try:
+            return list(self.execute(context, project_root, plan))
+        except dg.Failure:
+            # A workload that died on data the runtime refused: its message is the failure, not its traceback.
+            refused = workload_data_failure(self.feature, steps.data_error())
+            if refused is None:
+                raise
+            raise refused from None
 
     def list_samples(self, context: dg.AssetExecutionContext, project_root: Path, steps, request: dict) -> tuple[dict, list]:
         """Root feature: the workload emits the current listing, which is then ingested."""

@@ -87,6 +87,17 @@ def test_results_outside_the_increment_are_refused_before_writing(project, monke
          '        job.write(samples.select((pl.col("sample_id") + "-intruder").alias("sample_id"))')
     text = _failure(project, monkeypatch, MEDIA[:2])
     assert "not in this run's increment" in text and "intruder" in text
+    # The refusal is the step's failure, as one message with its fix; no traceback, no stderr dump.
+    assert "fix: write only samples returned by samples()" in text and "nothing was written to the store" in text
+    assert "Traceback" not in text and "exited with code" not in text
+
+
+def test_a_result_the_column_type_would_change_fails_with_ids_and_column(project, monkeypatch):
+    edit(project, "workloads/crop_frames.py", "width=pl.Series(widths, dtype=pl.Int64)",
+         "width=pl.Series(widths, dtype=pl.Float64) + 0.5")
+    text = _failure(project, monkeypatch, MEDIA[:2])
+    assert "column 'width' is declared int" in text and "clip-a (" in text and "would become" in text
+    assert "declare it as float" in text and "Traceback" not in text
 
 
 def test_duplicate_ids_from_the_listing_are_rejected_with_the_ids(project, monkeypatch):

@@ -22,6 +22,7 @@ from components.core.profiles import ClusterProfile
 from components.core.local import KEEP_JOB_DIRS_ENV
 from components.core.remote import pack
 from components.core.render import RUNTIME_DIR, RUNTIME_PACKAGE
+from components.runtime.names import DATA_ERROR_FILE
 
 if TYPE_CHECKING:
     from components.core.ssh import Transport
@@ -30,9 +31,24 @@ REQUEST_FILE = "request.json"
 RESULT_PREFIX, ERROR_PREFIX = "hpc-result ", "hpc-error "
 
 
-def _data_failure(key: str, problem: str, fix: str) -> dg.Failure:
-    # Nothing was written: the step fails before the store is touched.
-    return dg.Failure(description=f"{problem}\n  fix: {fix}\nnothing was written to the store for {key}")
+def _data_failure(key: str, problem: str, fix: str, written: int = 0) -> dg.Failure:
+    # A step refuses before it touches the store; a workload's write refuses its rows before they reach it.
+    if written:
+        after = f"the refused rows were not written; {written} row(s) written before them in this run are stored for {key}"
+    else:
+        after = f"nothing was written to the store for {key}"
+    return dg.Failure(description=f"{problem}\n  fix: {fix}\n{after}")
+
+
+def workload_data_failure(key: str, recorded: str | None) -> dg.Failure | None:
+    """The step's failure for a workload that died on refused data (data-error.json's text), else None."""
+    if not recorded:
+        return None
+    try:
+        error = json.loads(recorded)
+        return _data_failure(key, error["problem"], error["fix"], int(error.get("written") or 0))
+    except (ValueError, KeyError, TypeError):
+        return None  # unreadable: the workload's own failure (exit code, stderr) is the better report
 
 
 class LocalSteps:
@@ -59,6 +75,11 @@ class LocalSteps:
     @property
     def request_path(self) -> str:
         return f"{self.staging}/{REQUEST_FILE}"
+
+    def data_error(self) -> str | None:
+        """What the workload recorded when it refused its own data (JSON text), or None."""
+        path = self.staging_path / DATA_ERROR_FILE
+        return path.read_text(encoding="utf-8") if path.is_file() else None
 
     def cleanup(self) -> None:
         if not os.environ.get(KEEP_JOB_DIRS_ENV):
@@ -100,6 +121,11 @@ class RemoteSteps:
                 f"--- stderr ---\n{result.stderr.strip()[-3000:]}"
             )
         )
+
+    def data_error(self) -> str | None:
+        """What the workload recorded when it refused its own data (JSON text), or None."""
+        result = self.transport.run(f"cat {shlex.quote(self.staging)}/{DATA_ERROR_FILE}", check=False)
+        return result.stdout if result.exit_code == 0 else None
 
     def cleanup(self) -> None:
         if not os.environ.get(KEEP_JOB_DIRS_ENV):

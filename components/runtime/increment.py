@@ -8,6 +8,7 @@ on the cluster's login node (through `python -m hpc_runtime`) when the store liv
 from __future__ import annotations
 
 import glob
+import json
 import os
 from collections import Counter
 from typing import Any
@@ -17,6 +18,7 @@ import polars as pl
 
 from .casts import cast_exactly, type_name
 from .graph import build_graph, polars_schema
+from .names import DATA_ERROR_FILE
 from .stores import describe, open_store
 
 STATUS_COLUMN = "hpc_status"  # "new" or "stale" in the increment a workload receives
@@ -32,6 +34,19 @@ class FeatureDataError(Exception):
     def __init__(self, problem: str, fix: str):
         super().__init__(f"{problem}\n  fix: {fix}")
         self.problem, self.fix = problem, fix
+
+
+def record_data_error(staging: str, exc: FeatureDataError, written: int) -> None:
+    """Leave the refusal in the staging directory (JSON {problem, fix, written}) for the orchestrator.
+
+    The workload's process dies with it; the step reads this file to fail with the message alone.
+    Several tasks may refuse at once: each replaces the file whole, so it is never half written.
+    """
+    path = os.path.join(staging, DATA_ERROR_FILE)
+    partial = f"{path}.{os.getpid()}.tmp"
+    with open(partial, "w", encoding="utf-8") as handle:
+        json.dump({"problem": exc.problem, "fix": exc.fix, "written": written}, handle)
+    os.replace(partial, path)
 
 
 class Feature:

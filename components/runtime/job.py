@@ -15,17 +15,19 @@ A root feature lists its samples instead, with one provenance value per field:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import random
+import sys
 import time
 import uuid
 
 import polars as pl
 
 from .names import REQUEST_ENV
-from .increment import INCREMENT_FILE, PROVENANCE, STATUS_COLUMN, Feature, FeatureDataError, check_output
+from .increment import INCREMENT_FILE, PROVENANCE, STATUS_COLUMN, Feature, FeatureDataError, check_output, record_data_error
 
 COMMIT_ATTEMPTS = 8
 
@@ -54,6 +56,36 @@ def _task() -> tuple[int, int]:
     return int(os.environ.get("SLURM_PROCID", "0")), max(1, int(os.environ.get("SLURM_NTASKS", "1")))
 
 
+def _reported(method):
+    """A refusal is recorded for the step (which shows it as the failure) before it propagates."""
+
+    @functools.wraps(method)
+    def wrapper(self: FeatureJob, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except FeatureDataError as exc:
+            record_data_error(self.feature.staging, exc, self.written)
+            raise
+
+    return wrapper
+
+
+def _quiet_data_errors() -> None:
+    """An uncaught FeatureDataError ends the workload with its message: the traceback adds only our internals."""
+    previous = sys.excepthook
+    if getattr(previous, "hpc_data_errors", False):
+        return
+
+    def hook(kind, exc, tb):
+        if isinstance(exc, FeatureDataError):
+            print(f"{exc.problem}\n  fix: {exc.fix}", file=sys.stderr, flush=True)
+        else:
+            previous(kind, exc, tb)
+
+    hook.hpc_data_errors = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
+
 class FeatureJob:
     def __init__(self, request: dict):
         self.feature = Feature(request)
@@ -69,7 +101,9 @@ class FeatureJob:
         if not path:
             raise RuntimeError(f"${REQUEST_ENV} is not set: this workload runs under a MetaxyFeatureComponent")
         with open(path, encoding="utf-8") as handle:
-            return cls(json.load(handle))
+            job = cls(json.load(handle))
+        _quiet_data_errors()
+        return job
 
     def _load(self) -> pl.DataFrame:
         if self._increment is None:
@@ -86,6 +120,7 @@ class FeatureJob:
             frame = frame.with_row_index("_row").filter(pl.col("_row") % size == rank).drop("_row")
         return frame.select([c for c in frame.columns if not c.startswith("metaxy_")])
 
+    @_reported
     def write(self, frame: pl.DataFrame) -> int:
         """Record results through Metaxy; ids must come from the increment. Returns the rows written."""
         if self.feature.is_root:
@@ -122,6 +157,7 @@ class FeatureJob:
                     raise
                 time.sleep(random.uniform(0.05, 0.2) * attempt)
 
+    @_reported
     def emit(self, frame: pl.DataFrame, provenance: dict[str, str]) -> int:
         """Root feature: the full current listing; `provenance` maps each field to the column holding its value."""
         if not self.feature.is_root:

@@ -135,3 +135,27 @@ def test_several_writer_processes_at_once_on_delta(tmp_path):
     assert [p.wait(timeout=300) for p in procs] == [0] * len(procs)
     assert increment.commit(req) | {"unprocessed_examples": []} == {
         "feature": "t/crop", "processed": 12, "unprocessed": 0, "unprocessed_examples": [], "deleted": 0}
+
+
+_REFUSED = """
+import polars as pl
+from components.runtime.job import FeatureJob
+job = FeatureJob.from_env()
+job.write(job.samples().select((pl.col("sample_id") + "-x").alias("sample_id"), width=pl.lit(1)))
+"""
+
+
+def test_a_workload_dying_on_refused_results_leaves_the_message_not_a_traceback(tmp_path):
+    store = {"kind": "delta", "path": str(tmp_path / "store")}
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    _list(store, staging, ["a"])
+    req = _request(store, staging, DOWN)
+    increment.resolve(req)
+    (staging / "request.json").write_text(json.dumps(req))
+    out = subprocess.run([sys.executable, "-c", _REFUSED], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HPC_METAXY_REQUEST": str(staging / "request.json")})
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "not in this run's increment" in out.stderr and "fix: write only samples" in out.stderr
+    recorded = json.loads((staging / "data-error.json").read_text())
+    assert "a-x" in recorded["problem"] and recorded["written"] == 0
