@@ -7,6 +7,7 @@ YAML into calls on components.core (profile loading, job planning, script render
 from __future__ import annotations
 
 import datetime
+import functools
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -14,8 +15,9 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 
 import dagster as dg
+from pydantic import BaseModel
 
-from components.core import environments, shell
+from components.core import attribute_schema, environments, shell
 from components.core.errors import ConfigError, Location
 from components.core.imports import workload_imports
 from components.core.local import make_job_dir, run_script
@@ -100,6 +102,11 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
         str | None, _doc("Locked requirements of this workload's job environment, for profiles that build a venv; default the profile's.",
                          "workloads/requirements-gpu.txt")
     ] = None
+
+    @classmethod
+    def get_model_cls(cls):
+        """dagster's attribute model, whose JSON schema (dg check yaml, editors) reports nested mistakes by key."""
+        return _sharpened(super().get_model_cls())
 
     @classmethod
     def load(cls, attributes, context: dg.ComponentLoadContext):
@@ -282,6 +289,15 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
                 location=Location(key="script"),
             )
         return raw
+
+
+@functools.cache
+def _sharpened(model: type[BaseModel]) -> type[BaseModel]:
+    def model_json_schema(inner, *args, **kwargs):
+        return attribute_schema.sharpen(model.model_json_schema.__func__(inner, *args, **kwargs))
+
+    return type(model.__name__, (model,), {"model_json_schema": classmethod(model_json_schema),
+                                            "__module__": model.__module__})
 
 
 def _env_like(name: str) -> str:
