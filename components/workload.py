@@ -118,6 +118,8 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
         error = combined(file_errors(defs_file)) if defs_file.is_file() else None
         if error is not None:
             raise error
+        if attributes is None:  # dagster passes None for a missing, empty or `{}` attributes mapping
+            raise _no_attributes(cls, defs_file)
         return super().load(attributes, context)
 
     # --- hooks -------------------------------------------------------------------------------
@@ -328,3 +330,14 @@ def _line_map(defs_file: Path) -> LineMap | None:
     except ConfigError:
         # Several documents in one defs.yaml: fall back to the file without a line.
         return None
+
+
+def _no_attributes(cls: type[WorkloadComponent], defs_file: Path) -> ConfigError:
+    """A component declared without attributes: name its file and what it needs at least."""
+    required = [name for name, field in cls.model_fields.items() if field.is_required()]
+    type_name = f"{cls.__module__.rpartition('.')[0] or cls.__module__}.{cls.__name__}"
+    return ConfigError(
+        f"{type_name} has no attributes; it needs at least: {', '.join(required)}",
+        fix=f"fill in `attributes:`, or write a working one with `dg scaffold defs {type_name} <name>`",
+        location=Location(file=defs_file, key="attributes"),
+    )

@@ -11,7 +11,8 @@ import shutil
 import dagster as dg
 import pytest
 
-from tests.conftest import edit, materialize_failing, materialize_ok, pick
+from components.core.errors import ConfigError
+from tests.conftest import build, edit, materialize_failing, materialize_ok, pick, root_cause
 
 MEDIA = ["media/sample", "media/crop", "media/transcript"]
 
@@ -138,3 +139,15 @@ def test_schema_documents_every_field():
     for name in ("feature", "id_columns", "fields", "columns", "deps", "store", "orphans", "require_all",
                  "script", "cluster", "resources", "submission"):
         assert props[name].get("description"), f"{name} has no description"
+
+
+@pytest.mark.parametrize("body", ["", "attributes:\n", "attributes: {}\n"])
+def test_a_feature_without_attributes_names_its_defs_yaml_and_what_it_needs(project, body):
+    defs_file = project / "defs" / "media" / "caption" / "defs.yaml"
+    defs_file.parent.mkdir()
+    defs_file.write_text("type: components.MetaxyFeatureComponent\n" + body)
+    with pytest.raises(Exception) as caught:
+        build(project)
+    error = root_cause(caught.value)
+    assert isinstance(error, ConfigError), repr(error)  # not pydantic's "3 validation errors" without a file
+    assert "media/caption/defs.yaml" in str(error) and "feature" in str(error) and "id_columns" in str(error)
