@@ -25,6 +25,7 @@ from components.core.profiles import ClusterProfile, load_profile, resolve_clust
 from components.core.remote import RemotePolicy, SlurmRun
 from components.core.render import WORKLOADS_DIR, JobPlan, JobSpec, plan_job, render_script
 from components.core.resources import JobResources, ResourceError
+from components.core.run_metadata import plan_values
 from components.core.units import parse_time_s
 from components.core.yamlio import KeyPath, LineMap, load_yaml
 
@@ -242,11 +243,8 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
             job_dir=job_dir,
             workloads_dir=project_root / WORKLOADS_DIR,
             env={"HPC_CLUSTER": plan.profile.name},
-            metadata={
-                "cluster": dg.MetadataValue.text(plan.profile.name),
-                "launcher": dg.MetadataValue.text(self.launcher),
-                "workload": dg.MetadataValue.text(str(plan.job.workload)),
-            },
+            metadata=plan_values(plan.profile.name, self.launcher, f"{WORKLOADS_DIR}/{plan.job.workload}", script),
+            cpus=plan.job.resources.cpus_per_task * plan.job.resources.total_tasks,
         )
 
     # --- internals ---------------------------------------------------------------------------

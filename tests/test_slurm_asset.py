@@ -143,7 +143,7 @@ def test_forced_cluster_overrides_an_assets_own_but_not_a_requested_one(project,
     assert component.get_profile(project).name == "local"
     assert component.get_profile(project, "leonardo").name == "leonardo"  # `hpc render --cluster leonardo`
     metadata = materialize_ok(project, ["raw/numbers"], monkeypatch)["raw/numbers"]
-    assert metadata and "slurm_state" not in metadata, metadata  # a Slurm run always reports its state
+    assert (metadata["cluster"], metadata["slurm_state"]) == ("local", "n/a: local run, no Slurm job"), metadata
 
 
 def test_graph_mistakes_name_the_defs_yaml_lines_dagster_loaded(project):

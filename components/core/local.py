@@ -21,6 +21,8 @@ from pathlib import Path
 import dagster as dg
 
 from components.core.render import RUNTIME_DIR, RUNTIME_PACKAGE
+from components.core.reported import declared_results
+from components.core.run_metadata import NOT_SLURM, local_values, not_available, run_metadata
 from components.core.tail import StderrTail, cap_line
 
 STDERR_TAIL_LINES = 40
@@ -52,6 +54,16 @@ def _pump(stream, tail: StderrTail, sink) -> None:
     stream.close()
 
 
+def _wait(proc: subprocess.Popen) -> tuple[int, object | None]:
+    """(exit status, rusage of the script's process tree): what cpu_efficiency and max_rss_mb are made of."""
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:  # reaped elsewhere: the status is still Popen's to give
+        return proc.wait(), None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage
+
+
 def _stop(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
     """Terminate the whole process group: the workload may have started children."""
     if proc.poll() is not None:
@@ -73,8 +85,15 @@ def run_script(
     job_dir: Path,
     workloads_dir: Path,
     env: Mapping[str, str],
-    metadata: Mapping[str, dg.MetadataValue],
+    metadata: Mapping[str, object],
+    cpus: int = 1,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Run `script` in `job_dir` through Pipes; yield the workload's results with the run's metadata.
+
+    metadata: the plan's values (components.core.run_metadata.plan_values); cpus: the CPUs the asset
+    requests, the denominator of cpu_efficiency. Raises dg.Failure on a non-zero exit, and on results
+    the definition does not declare (components.core.reported).
+    """
     script_path = job_dir / "job.sh"
     script_path.write_text(script, encoding="utf-8")
     script_path.chmod(0o700)
@@ -102,7 +121,7 @@ def run_script(
         pump = threading.Thread(target=_pump, args=(proc.stderr, tail, sys.stderr), daemon=True)
         pump.start()
         try:
-            returncode = proc.wait()
+            returncode, usage = _wait(proc)
         except BaseException:
             # Run terminated from Dagster (or Ctrl-C): leave nothing running behind.
             _stop(proc)
@@ -122,16 +141,15 @@ def run_script(
                 "exit_code": returncode,
                 "stderr_tail": dg.MetadataValue.text(stderr_tail),
                 "job_dir": str(job_dir),
+                **({"job_script": dg.MetadataValue.md(str(metadata["job_script"]))} if "job_script" in metadata else {}),
             },
         )
+    values = {**metadata, **local_values(elapsed, usage, cpus, str(job_dir))}
     if not os.environ.get(KEEP_JOB_DIRS_ENV):
         shutil.rmtree(job_dir, ignore_errors=True)
-    extra = {
-        **metadata,
-        "exit_code": dg.MetadataValue.int(0),
-        "elapsed_s": dg.MetadataValue.float(round(elapsed, 3)),
-    }
-    results = list(session.get_results(metadata=extra))
+        values["job_dir"] = not_available(f"removed after success; set {KEEP_JOB_DIRS_ENV}=1 to keep it")
+    results = list(session.get_results(metadata=run_metadata(values, NOT_SLURM)))
+    results = declared_results(context, results, str(metadata.get("workload", "the workload")))
     yield from results
     yield from unreported_checks(context, results)
 

@@ -57,6 +57,5 @@ def job_metrics(record: Accounting) -> dict[str, object]:
     rss = _mb(record.max_rss) if record.max_rss else None
     if rss is not None:
         out["max_rss_mb"] = rss
-    if gpus:
-        out["gpus"] = int(gpus.group(1))
+    out["gpus"] = int(gpus.group(1)) if gpus else 0
     return out

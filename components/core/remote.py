@@ -29,6 +29,8 @@ from components.core.local import unreported_checks
 from components.core.metrics import job_metrics
 from components.core.outcome import Outcome, decide, pending_verdict
 from components.core.pipes_remote import RemoteFileContextInjector, RemoteFileMessageReader
+from components.core.reported import declared_results
+from components.core.run_metadata import NO_ACCOUNTING, NOT_ACCOUNTED, plan_values, run_metadata
 from components.core.render import RUNTIME_DIR, RUNTIME_PACKAGE, JobPlan, plan_job, render_script
 from components.core.scheduler import ACTIVE, QueueState, SchedulerUnavailable, SlurmClient, SubmissionError
 from components.core.shell import quote_path
@@ -97,6 +99,7 @@ class SlurmRun:
         log = context.log
         self.watch = ContactWatch(self.profile.name, policy.outage_tolerance_s, log.warning, log.info)
         self.restarts = 0
+        self._scripts: dict[str, str] = {}  # job dir -> the script submitted there
 
     def _patiently(self, fn: Callable[..., T], *args, floor_s: float = 0.0) -> T:
         """fn(*args), tried again while contact is lost; raises OutageTooLong after the tolerance."""
@@ -223,12 +226,14 @@ class SlurmRun:
         if outcome.evidence == "exit-code file":
             log.warning(f"no accounting record for job {job.job_id}; its outcome is taken from the exit-code file the job wrote")
         metadata = job_metrics(record) if record else {"slurm_job_id": job.job_id}
-        metadata |= outcome.metadata() | {"cluster": self.profile.name, "job_dir": job_dir, "attempt": attempt}
-        if self.restarts or reader.executions > 1:
-            metadata["slurm_restarts"] = max(self.restarts, reader.executions - 1)
+        metadata |= outcome.metadata() | {"job_dir": job_dir, "attempt": attempt}
+        metadata |= plan_values(self.profile.name, self.plan.job.launcher, f"workloads/{self.plan.job.workload}",
+                                self._job_script(job_dir))
+        metadata["slurm_restarts"] = max(self.restarts, reader.executions - 1)
         self._conclude(job, outcome.state)
         if outcome.succeeded:
-            results = list(session.get_results(metadata=_metadata(metadata)))
+            results = list(session.get_results(metadata=run_metadata(metadata, NOT_ACCOUNTED if record else NO_ACCOUNTING)))
+            results = declared_results(self.context, results, metadata["workload"])
             yield from results
             yield from unreported_checks(self.context, results)
             return None
@@ -243,7 +248,7 @@ class SlurmRun:
                 f"Slurm job {job.job_id} on {self.profile.name} ended {outcome.state} ({outcome.exit_text()}): {outcome.cause()}\n"
                 f"job dir: {job_dir}\n--- last {len(reader.stderr_tail)} lines of stderr ---\n{stderr}"
             ),
-            metadata=_metadata({**metadata, "stderr_tail": stderr}),
+            metadata=run_metadata({**metadata, "stderr_tail": stderr}, NOT_ACCOUNTED if "node_hours" in metadata else NO_ACCOUNTING),
         )
 
     def _gave_up(self, exc: OutageTooLong, job: SubmittedJob | None, job_dir: str) -> dg.Failure:
@@ -258,8 +263,8 @@ class SlurmRun:
                 f"to stop it instead, run `scancel {job.job_id}` on {host}. Raise submission.outage_tolerance "
                 f"(now {format_time(self.policy.outage_tolerance_s)}) to wait longer.\njob dir: {job_dir}"
             ),
-            metadata=_metadata({"slurm_job_id": job.job_id, "cluster": self.profile.name, "job_dir": job_dir,
-                                "contact_lost_s": round(exc.lost_s, 1)}),
+            metadata=run_metadata({"slurm_job_id": job.job_id, "cluster": self.profile.name, "job_dir": job_dir,
+                                   "contact_lost_s": round(exc.lost_s, 1)}, "contact with the cluster was lost"),
         )
 
     def _cancel(self, job: SubmittedJob, why: str) -> bool:
@@ -292,6 +297,7 @@ class SlurmRun:
         plan = replace(plan, notes=(*plan.notes, *environments.notes(self.profile)))
         script = render_script(plan, self.project_root / "clusters")
         self._patiently(self.transport.put, script.encode(), f"{job_dir}/job.sh", 0o700)
+        self._scripts[job_dir] = script
         # Recorded before sbatch runs: if its answer is lost for good, a re-execution asks Slurm.
         self.context.instance.add_run_tags(self.context.run.run_id,
                                            {TAG_PREFIX + self.op_name: SubmittedJob(self.profile.name, UNCONFIRMED, job_dir).tag()})
@@ -372,21 +378,13 @@ class SlurmRun:
             self.context.log.warning(f"job {job.job_id} is pending with reason {state.reason}: "
                                      f"{meaning.format(job_id=job.job_id)}; it waits until that changes")
 
+    def _job_script(self, job_dir: str) -> str:
+        """The script that ran: as submitted, or read back from a job this step re-attached to."""
+        if job_dir not in self._scripts:
+            result = self._patiently(lambda: self.transport.run(f"cat {shlex.quote(job_dir)}/job.sh", check=False))
+            self._scripts[job_dir] = result.stdout if result.exit_code == 0 else f"# {job_dir}/job.sh could not be read back"
+        return self._scripts[job_dir]
+
     def _exit_marker(self, job_dir: str) -> int | None:
         result = self.transport.run(f"cat {shlex.quote(job_dir)}/.hpc-exit-code 2>/dev/null", check=False)
         return int(result.stdout.strip()) if result.stdout.strip().lstrip("-").isdigit() else None
-
-def _metadata(values: dict[str, object]) -> dict[str, dg.MetadataValue]:
-    out: dict[str, dg.MetadataValue] = {}
-    for key, value in values.items():
-        if isinstance(value, bool):
-            out[key] = dg.MetadataValue.bool(value)
-        elif isinstance(value, int):
-            out[key] = dg.MetadataValue.int(value)
-        elif isinstance(value, float):
-            out[key] = dg.MetadataValue.float(value)
-        elif value is None:
-            continue
-        else:
-            out[key] = dg.MetadataValue.text(str(value))
-    return out

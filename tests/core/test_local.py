@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from components.core.run_metadata import RUN_KEYS
 from tests.conftest import copy_project, materialize as _materialize
 
 
@@ -26,6 +27,11 @@ def test_example_materializes_with_pipes_metadata_logs_and_check(project, monkey
     assert 45 < numbers["mean"].value < 55
     assert numbers["cluster"].value == "local"
     assert numbers["exit_code"].value == 0
+    # The keys a Slurm run of the same asset records (tests/integration/test_slurm_asset_remote.py).
+    assert set(RUN_KEYS) <= set(numbers), set(RUN_KEYS) - set(numbers)
+    assert 0 < numbers["cpu_efficiency"].value < 2 and numbers["max_rss_mb"].value > 1
+    assert numbers["slurm_job_id"].value == "n/a: local run, no Slurm job"
+    assert numbers["job_script"].value.startswith("```bash\n") and "draw_numbers.py" in numbers["job_script"].value
     assert "stats/summary" in mats
     checks = [e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert [(c.check_name, c.passed) for c in checks] == [("values_in_range", True)]
@@ -72,6 +78,7 @@ def test_secrets_are_forwarded_not_written(project, monkeypatch):
     meta = result.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata
     assert meta["token_seen"].value is True
     assert meta["in_script"].value is False
+    assert not any("s3cret" in str(value.value) for value in meta.values())
     assert not any("s3cret" in (r.user_message or "") for r in instance.all_logs(result.run_id))
 
 
