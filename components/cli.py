@@ -12,57 +12,82 @@ import argparse
 import sys
 from pathlib import Path
 
+from components.cli_errors import user_message
+from components.core.env_file import applied
 from components.core.errors import ConfigError
-from components.inventory import find_project_root, load_workload
+from components.core.profile_merge import profile_choices
 from components.core.profiles import available_profiles, load_profile
+from components.core.project import load_settings
+from components.inventory import find_project_root, load_workload, workload_defs_file
 
 EXIT_CONFIG = 2
 
 
-def cmd_render(args: argparse.Namespace) -> int:
-    project_root = find_project_root(Path.cwd())
-    component = load_workload(project_root, args.path)
-    clusters = available_profiles(project_root / "clusters") if args.all_clusters else (args.cluster or [None])
-    for index, cluster in enumerate(clusters):
-        plan = component.render(project_root, cluster, strict=args.strict)
-        from components.core.render import render_script
+def cmd_render(args: argparse.Namespace, project_root: Path) -> int:
+    from components.core.render import render_script
+    from components.workload import _placed
 
+    clusters_dir = project_root / "clusters"
+    for name in args.cluster or ():
+        _check_profile_name(name, clusters_dir, "--cluster")
+    component = load_workload(project_root, args.path)
+    defs_file = workload_defs_file(project_root, args.path)
+    clusters = available_profiles(clusters_dir) if args.all_clusters else (args.cluster or [None])
+    for index, cluster in enumerate(clusters):
+        try:
+            plan = component.render(project_root, cluster, strict=args.strict)
+        except ValueError as exc:  # ConfigError and the core's value errors: point at the asset's defs.yaml
+            raise _placed(exc, defs_file) from None
         if len(clusters) > 1:
             print(("\n" if index else "") + f"# ===== {plan.profile.name} =====")
-        sys.stdout.write(render_script(plan, project_root / "clusters"))
+        sys.stdout.write(render_script(plan, clusters_dir))
         for warning in plan.warnings:
             print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
-def cmd_clusters(args: argparse.Namespace) -> int:
-    project_root = find_project_root(Path.cwd())
+def cmd_clusters(args: argparse.Namespace, project_root: Path) -> int:
+    from components.core.profile_files import missing_files
+
     clusters_dir = project_root / "clusters"
     status = 0
     for name in available_profiles(clusters_dir):
         try:
             profile = load_profile(name, clusters_dir)
         except ConfigError as exc:
-            print(f"{name:10} INVALID\n  {exc}", file=sys.stderr)
+            print(f"{name:10} INVALID\n  {_indented(exc)}", file=sys.stderr)
             status = EXIT_CONFIG
             continue
         classes = ", ".join(profile.slurm.partitions) if profile.slurm else "-"
         print(f"{name:10} {profile.scheduler:6} {profile.description}  [classes: {classes}]")
+        # Files on this machine that a connection needs: missing is not invalid (nobody connects yet).
+        for problem in missing_files(profile):
+            print(f"  warning: {_indented(problem)}", file=sys.stderr)
     return status
 
 
-def cmd_doctor(args: argparse.Namespace) -> int:
+def cmd_doctor(args: argparse.Namespace, project_root: Path) -> int:
     from components.core import doctor
-    from components.core.doctor_report import exit_code, render_json, render_text
-
-    project_root = find_project_root(Path.cwd())
     from components.core.doctor_env import job_environment_check
+    from components.core.doctor_report import exit_code, render_json, render_text
     from components.inventory import job_environments
 
+    _check_profile_name(args.cluster, project_root / "clusters", "hpc doctor")
     checks = doctor.including(job_environment_check(job_environments))
     results = doctor.diagnose(args.cluster, project_root, submit=args.submit, checks=checks)
     sys.stdout.write(render_json(results) if args.json else render_text(results))
     return exit_code(results)
+
+
+def _check_profile_name(name: str, clusters_dir: Path, given_as: str) -> None:
+    """A profile named on the command line exists; else the closest match and every profile."""
+    if not (clusters_dir / f"{name}.yaml").is_file():
+        raise ConfigError(f"unknown cluster {name!r} given to {given_as}: there is no clusters/{name}.yaml",
+                          fix=f"{profile_choices(name, clusters_dir)}; or add clusters/{name}.yaml (see clusters/README.md)")
+
+
+def _indented(error: ConfigError) -> str:
+    return str(error).replace("\n", "\n  ")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,17 +110,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one `hpc` command; 2 with one message on stderr for a mistake the user can fix (components.cli_errors)."""
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        project_root = find_project_root(Path.cwd())
+        # pyproject.toml before anything else reads it: dagster would stop on a syntax error with a traceback.
+        load_settings(project_root)
+        with applied(project_root):  # .env, as dg reads it
+            return args.func(args, project_root)
+    except Exception as exc:
+        text = user_message(exc)
+        if text is None:
+            raise  # an internal error: its traceback is what a bug report needs
+        print(f"error: {text}", file=sys.stderr)
         return EXIT_CONFIG
-    except Exception as exc:  # dagster's own load errors: show the message, not a traceback
-        if type(exc).__module__.startswith(("dagster", "pydantic")):
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
-        raise
 
 
 if __name__ == "__main__":

@@ -24,12 +24,39 @@ def find_project_root(start: Path) -> Path:
     )
 
 
+def workload_defs_file(project_root: Path, target: str) -> Path:
+    """defs.yaml of the component folder `target` (defs/numbers, numbers or .../defs.yaml). Raises ConfigError."""
+    return project_root / DEFS_DIR / _folder(project_root, target) / "defs.yaml"
+
+
 def load_workload(project_root: Path, target: str):
-    """The WorkloadComponent in the folder `target` (defs/numbers, numbers or .../defs.yaml). Raises ConfigError."""
+    """The WorkloadComponent in the folder `target` (defs/numbers, numbers or .../defs.yaml).
+
+    Raises ConfigError; when the component fails to load, the error is its own cause (file:line), not
+    dagster's 'Error while loading component' tree.
+    """
     import dagster as dg
 
+    from components.cli_errors import load_error
     from components.workload import WorkloadComponent
 
+    relative = _folder(project_root, target)
+    try:
+        component = dg.ComponentTree.for_project(project_root).load_component(relative)
+    except Exception as exc:
+        error = load_error(exc, project_root / DEFS_DIR / relative / "defs.yaml")
+        if error is None:
+            raise
+        raise error from None
+    if not isinstance(component, WorkloadComponent):
+        raise ConfigError(
+            f"defs/{relative} is a {type(component).__name__}, not a component that runs a workload",
+            fix="point hpc render at a SlurmAssetComponent or MetaxyFeatureComponent instance",
+        )
+    return component
+
+
+def _folder(project_root: Path, target: str) -> Path:
     path = Path(target)
     if path.name == "defs.yaml":
         path = path.parent
@@ -44,20 +71,7 @@ def load_workload(project_root: Path, target: str):
             f"{target} is not a folder under defs/",
             fix="give the component folder, for example defs/numbers",
         )
-    from components.defs_check import combined, file_errors
-
-    # dagster reports many YAML mistakes vaguely: ours name the line and the fix.
-    defs_file = defs_root / relative / "defs.yaml"
-    error = combined(file_errors(defs_file)) if defs_file.is_file() else None
-    if error is not None:
-        raise error
-    component = dg.ComponentTree.for_project(project_root).load_component(relative)
-    if not isinstance(component, WorkloadComponent):
-        raise ConfigError(
-            f"defs/{relative} is a {type(component).__name__}, not a component that runs a workload",
-            fix="point hpc render at a SlurmAssetComponent or MetaxyFeatureComponent instance",
-        )
-    return component
+    return relative
 
 
 def workload_components(project_root: Path) -> list[tuple[str, object]]:

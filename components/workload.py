@@ -179,7 +179,9 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
             name = cluster or resolve_cluster_name(self.cluster, project_root)
             profile = load_profile(name, project_root / CLUSTERS_DIR)
         except ConfigError as exc:
-            raise exc.at(Location(key="cluster")) if exc.location.file is None else exc
+            # Only a name without a source of its own came from this asset's `cluster:`.
+            unplaced = exc.location.file is None and exc.location.variable is None
+            raise exc.at(Location(key="cluster")) if unplaced else exc
         if self.requirements and profile.environment.strategy == "venv":
             if not (project_root / self.requirements).is_file():
                 raise ConfigError(f"requirements file {self.requirements} does not exist",
@@ -316,6 +318,8 @@ def _placed(exc: Exception, defs_file: Path) -> ConfigError:
     parts = (error.location.key or "").split(".") if error.location.key else []
     key_path: KeyPath = ("attributes", *(int(p) if p.isdigit() else p for p in parts))
     here = lines.location(key_path) if lines else Location(file=defs_file, key=".".join(map(str, key_path)))
+    if error.location.variable is not None:
+        return error  # from the environment: no file is at fault, and every asset would say the same
     if error.location.file is not None:
         # The fault is in a profile or template; say which asset definition led there.
         return ConfigError(f"{error.problem}\n  used by: {here}", fix=error.fix, location=error.location)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -75,3 +76,89 @@ def test_clusters_lists_and_validates(tmp_path):
     result = hpc("clusters")
     assert result.returncode == 0, result.stderr
     assert [line.split()[0] for line in result.stdout.splitlines()] == PROFILES
+
+
+# --- Every user mistake: one message on stderr, exit 2, no traceback (in-process: milliseconds, not a subprocess) ---
+
+
+@pytest.fixture
+def in_project(project, monkeypatch):
+    monkeypatch.chdir(project)
+    # dagster finds defs.yaml through the imported `defs` package: import the copy's, not this checkout's.
+    monkeypatch.syspath_prepend(str(project))
+    for name in [m for m in sys.modules if m == "defs" or m.startswith("defs.") or m == "definitions"]:
+        monkeypatch.delitem(sys.modules, name)
+    for name in ("HPC_CLUSTER", "HPC_FORCE_CLUSTER"):
+        monkeypatch.delenv(name, raising=False)
+    return project
+
+
+def _run(capsys, *argv):
+    from components import cli
+
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+def _edit(path, old, new):
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def test_render_places_a_resource_error_at_its_line(in_project, capsys):
+    _edit(in_project / "defs" / "numbers" / "defs.yaml", "mem: 1G", "mem: 1Gx")
+    code, _, err = _run(capsys, "render", "defs/numbers")
+    assert code == 2
+    assert "defs/numbers/defs.yaml:20 [attributes.resources.mem]" in err and "'1Gx' is not a size" in err
+
+
+def test_render_shows_why_a_component_failed_to_load_and_reads_dotenv(in_project, capsys, monkeypatch):
+    monkeypatch.delenv("HPC_PROBE_THREADS", raising=False)
+    _edit(in_project / "defs" / "numbers" / "defs.yaml", 'OMP_NUM_THREADS: "1"', "OMP_NUM_THREADS: \"{{ env('HPC_PROBE_THREADS') }}\"")
+    code, _, err = _run(capsys, "render", "defs/numbers")
+    assert code == 2 and "defs/numbers/defs.yaml" in err and "HPC_PROBE_THREADS is not set" in err
+    assert "Error while loading component" not in err
+    # .env is read as dg reads it: its values win over the shell's, and only for the command.
+    (in_project / ".env").write_text("HPC_PROBE_THREADS=7\nNO_VALUE\n")
+    code, out, _ = _run(capsys, "render", "defs/numbers")
+    assert code == 0 and "export OMP_NUM_THREADS=7" in out
+    assert "HPC_PROBE_THREADS" not in os.environ
+
+
+def test_a_cluster_typo_in_the_environment_blames_the_variable(in_project, capsys, monkeypatch):
+    monkeypatch.setenv("HPC_CLUSTER", "leonrdo")
+    code, _, err = _run(capsys, "render", "defs/numbers")
+    assert code == 2 and "$HPC_CLUSTER=leonrdo names no profile" in err
+    assert "environment variable HPC_CLUSTER" in err and "did you mean leonardo?" in err and "defs.yaml" not in err
+    monkeypatch.delenv("HPC_CLUSTER")
+    for argv in (("render", "defs/numbers", "--cluster", "leonrdo"), ("doctor", "leonrdo")):
+        code, _, err = _run(capsys, *argv)
+        assert code == 2 and "unknown cluster 'leonrdo'" in err and "did you mean leonardo?" in err
+
+
+@pytest.mark.parametrize("argv", [("render", "defs/numbers"), ("clusters",), ("doctor", "local")])
+def test_invalid_pyproject_is_one_message_for_every_command(in_project, capsys, argv):
+    _edit(in_project / "pyproject.toml", 'cluster = "local"', 'cluster = "local')
+    code, _, err = _run(capsys, *argv)
+    line = next(n for n, text in enumerate((in_project / "pyproject.toml").read_text().splitlines(), 1) if text.startswith("cluster ="))
+    assert code == 2 and err.count("error:") == 1
+    assert f"pyproject.toml:{line}: not valid TOML at column" in err and "fix:" in err
+
+
+def test_clusters_flags_a_missing_known_hosts_file_at_its_key(in_project, capsys, tmp_path):
+    (in_project / "clusters" / "overrides" / "vsc5.yaml").write_text(f"ssh:\n  known_hosts: {tmp_path}/nowhere/known_hosts\n")
+    code, out, err = _run(capsys, "clusters")
+    assert code == 0 and "vsc5" in out  # not invalid: nobody may connect from this machine yet
+    warning = next(line for line in err.split("  warning: ") if "nowhere/known_hosts" in line)
+    assert "clusters/overrides/vsc5.yaml:2 [ssh.known_hosts]" in warning and "does not exist" in warning
+    assert "ssh-keyscan -p 27 vsc5.vsc.ac.at" in warning
+
+
+def test_extends_cycle_in_clusters_is_reported_with_its_fix(in_project, capsys):
+    (in_project / "clusters" / "a.yaml").write_text("extends: b\n")
+    (in_project / "clusters" / "b.yaml").write_text("extends: a\n")
+    code, _, err = _run(capsys, "clusters")
+    assert code == 2 and "a -> b -> a" in err and "fix: remove `extends:" in err

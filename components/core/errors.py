@@ -15,6 +15,9 @@ class Location:
     file: Path | None = None
     line: int | None = None
     key: str | None = None
+    # The environment variable a bad value came from: no file holds it, so none may be blamed
+    # (the message itself names the variable).
+    variable: str | None = None
 
     def __str__(self) -> str:
         where = ""
@@ -56,5 +59,6 @@ class ConfigError(ValueError):
             file=self.location.file or location.file,
             line=self.location.line or location.line,
             key=self.location.key or location.key,
+            variable=self.location.variable or location.variable,
         )
         return ConfigError(self.problem, fix=self.fix, location=merged)

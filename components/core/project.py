@@ -10,6 +10,7 @@ The table is optional; a project without it runs everything locally.
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from dataclasses import dataclass, replace
@@ -51,20 +52,18 @@ def load_settings(project_root: Path | None) -> ProjectSettings:
 
 @lru_cache(maxsize=16)
 def _load(file: Path, _stamp: int) -> ProjectSettings:
-    text = file.read_text(encoding="utf-8")
-    try:
-        table = tomllib.loads(text).get("tool", {}).get("hpc", {})
-    except tomllib.TOMLDecodeError as exc:
-        line = re.search(r"line (\d+)", str(exc))
-        raise ConfigError(f"{PYPROJECT} is not valid TOML: {exc}", fix="correct the syntax",
-                          location=Location(file=file, line=int(line.group(1)) if line else None)) from None
+    text, document = read_toml(file)
+    table = document.get("tool", {}).get("hpc", {})
     settings = ProjectSettings(file=file, lines=tuple(_key_lines(text).items()))  # positions for errors
     if not isinstance(table, dict):
-        raise ConfigError(f"[{TABLE}] must be a table", location=Location(file=file))
+        raise ConfigError(f"[{TABLE}] must be a table", location=Location(file=file),
+                          fix=f'write it as a table: a line [{TABLE}], then lines such as cluster = "vsc5"')
     for key, value in table.items():
         where = settings.location(key)
         if key not in _KEYS:
-            raise ConfigError(f"unknown key {key!r} in [{TABLE}]", fix=f"use one of: {', '.join(_KEYS)}", location=where)
+            near = difflib.get_close_matches(key, _KEYS, n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise ConfigError(f"unknown key {key!r} in [{TABLE}]", fix=f"{hint}use one of: {', '.join(_KEYS)}", location=where)
         if not isinstance(value, str) or not value:
             raise ConfigError(f"[{TABLE}] {key} must be a non-empty string", location=where)
     cluster = table.get("cluster")
@@ -79,6 +78,29 @@ def _load(file: Path, _stamp: int) -> ProjectSettings:
             except ValueError as exc:
                 raise ConfigError(str(exc), fix="use a variable name such as HPC_USER", location=settings.location(key)) from None
     return replace(settings, cluster=cluster, **envs)
+
+
+def read_toml(file: Path) -> tuple[str, dict]:
+    """(text, parsed table) of a TOML file. Raises ConfigError naming the file, line and column of a syntax
+    error, or why the file cannot be read."""
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"cannot read {Path(file).name}: {reason}", fix="make it a readable UTF-8 file",
+                          location=Location(file=file)) from None
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        where = re.search(r"\s*\(at line (\d+), column (\d+)\)", str(exc))
+        what = str(exc)[: where.start()] if where else str(exc)
+        line, column = (int(where.group(1)), int(where.group(2))) if where else (None, None)
+        at = f" at column {column}" if column else ""
+        raise ConfigError(
+            f"not valid TOML{at}: {what}",
+            fix="correct that line: usually a string without its closing quote, a text value without quotes, "
+                "or a key without '='",
+            location=Location(file=file, line=line)) from None
 
 
 def _key_lines(text: str) -> dict[str, int]:

@@ -61,6 +61,35 @@ def _offline_duckdb(path: str, **options: Any):
     return OfflineDuckDB(database=path, **options)
 
 
+def _make_folder(folder: str, config: dict) -> None:
+    """Create a local store's folder now, so that a path that cannot be one fails with its reason, not deep in
+    the store's library. Raises FeatureDataError (nothing is written to the store)."""
+    if "://" in folder:
+        return  # object storage: the store's own client creates what it needs
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        # Imported here: increment imports this module, and the error type is the steps' one.
+        from .increment import FeatureDataError
+
+        blocker = _file_in_the_way(folder)
+        reason = f"{blocker} is a file, not a folder" if blocker else (exc.strerror or str(exc))
+        raise FeatureDataError(
+            f"the {config.get('kind', 'delta')} store path {config['path']} cannot be created here: {reason}",
+            "set store.path in the feature's defs.yaml (or paths.data_dir of the cluster profile, for the default "
+            "store) to a folder you can write, or fix the permissions of the folders above it",
+        ) from None
+
+
+def _file_in_the_way(folder: str) -> str | None:
+    """The first part of `folder` that exists and is not a folder; None when there is none."""
+    path = os.path.abspath(folder)
+    parts = [path]
+    while os.path.dirname(parts[-1]) != parts[-1]:
+        parts.append(os.path.dirname(parts[-1]))
+    return next((p for p in reversed(parts) if os.path.exists(p) and not os.path.isdir(p)), None)
+
+
 def open_store(config: dict) -> mx.MetadataStore:
     configure()
     kind = config.get("kind", "delta")
@@ -68,10 +97,12 @@ def open_store(config: dict) -> mx.MetadataStore:
     if kind == "delta":
         from metaxy.ext.polars.handlers.delta import DeltaMetadataStore
 
-        return DeltaMetadataStore(root_path=expand(config["path"]), **options)
+        root = expand(config["path"])
+        _make_folder(root, config)
+        return DeltaMetadataStore(root_path=root, **options)
     if kind == "duckdb":
         path = expand(config["path"])
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        _make_folder(os.path.dirname(path) or ".", config)
         return _offline_duckdb(path, **options)
     if kind == "postgres":
         from metaxy.ext.postgresql import PostgreSQLMetadataStore  # type: ignore[import-not-found]

@@ -123,12 +123,26 @@ def test_extends_cycle(clusters):
     (clusters / "b.yaml").write_text("extends: a\n")
     err = _error(clusters, "a")
     assert "cycle" in str(err)
+    assert "a -> b -> a" in str(err) and "b.yaml:1" in str(err) and "remove `extends: a`" in err.fix
+
+
+def test_unknown_key_and_value_name_the_closest_match(clusters):
+    (clusters / "overrides" / "vsc5.yaml").write_text("ssh:\n  knwon_hosts: ~/.ssh/site_hosts\n")
+    err = _error(clusters, "vsc5")
+    assert "unknown key 'knwon_hosts'" in str(err) and "overrides/vsc5.yaml:2" in str(err)
+    assert "did you mean 'known_hosts'?" in err.fix and "jump_hosts" in err.fix
+    (clusters / "overrides" / "vsc5.yaml").write_text("slurm:\n  partitions:\n    gpu:\n      qoss: x\n")
+    assert "did you mean 'qos'?" in _error(clusters, "vsc5").fix
+    (clusters / "overrides" / "vsc5.yaml").write_text("scheduler: slrum\n")
+    err = _error(clusters, "vsc5")
+    assert "'slrum'" in str(err) and "did you mean 'slurm'?" in err.fix
 
 
 def test_unknown_cluster_lists_the_known_ones(clusters):
     err = _error(clusters, "lumi")
     assert "unknown cluster 'lumi'" in str(err)
     assert "leonardo" in err.fix and "vsc5" in err.fix
+    assert "did you mean leonardo?" in _error(clusters, "leonrdo").fix
 
 
 def test_missing_template(clusters):

@@ -88,6 +88,25 @@ def test_unknown_default_cluster_points_at_pyproject(tmp_path, monkeypatch):
     assert "unset HPC_CLUSTER" in info.value.fix
 
 
+def test_a_cluster_from_the_environment_blames_the_variable_and_names_the_closest(tmp_path, monkeypatch):
+    root = _project(tmp_path, 'cluster = "vsc5"')
+    monkeypatch.setenv("HPC_CLUSTER", "leonrdo")
+    assert resolve_cluster_name("musica", root) == "musica"  # an asset's own cluster: wins over the variable
+    with pytest.raises(ConfigError) as info:
+        resolve_cluster_name(None, root)
+    error = info.value
+    assert error.location.variable == "HPC_CLUSTER" and error.location.file is None and error.location.key is None
+    assert "environment variable HPC_CLUSTER" in error.fix and error.fix.startswith("did you mean leonardo?")
+
+
+def test_invalid_toml_names_line_and_column(tmp_path):
+    root = _project(tmp_path, 'cluster = "vsc5')
+    with pytest.raises(ConfigError) as info:
+        load_settings(root)
+    assert info.value.location.file.name == "pyproject.toml" and info.value.location.line == 5
+    assert "not valid TOML at column" in info.value.problem and "closing quote" in info.value.fix
+
+
 def test_project_account_variable_is_the_fallback(tmp_path, monkeypatch):
     root = _project(tmp_path, 'account_env = "LAB_ACCOUNT"')
     profile = load_profile("leonardo", root / "clusters")
