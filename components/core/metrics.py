@@ -32,7 +32,16 @@ def _mb(rss: str) -> float | None:
     return round(float(match.group(1)) * factor, 1)
 
 
+SUB_SECOND = "the job ran under a second, below the resolution of sacct's Elapsed"
+
+
+def not_available(why: str) -> str:
+    """The value of a figure that cannot be known for a run: 'n/a: <why>'."""
+    return f"n/a: {why}"
+
+
 def job_metrics(record: Accounting) -> dict[str, object]:
+    """The figures of one sacct record; cpu_efficiency is TotalCPU / (Elapsed x NCPUS), or 'n/a: <why>'."""
     f = record.fields
     elapsed = float(f.get("ElapsedRaw") or 0) or (_seconds(f.get("Elapsed", "")) or 0.0)
     ncpus = int(f.get("NCPUS") or 0)
@@ -54,6 +63,8 @@ def job_metrics(record: Accounting) -> dict[str, object]:
         out["queue_wait_s"] = max(0.0, (start - submit).total_seconds())
     if total_cpu is not None and elapsed > 0 and ncpus > 0:
         out["cpu_efficiency"] = round(total_cpu / (elapsed * ncpus), 4)
+    elif total_cpu is not None and elapsed == 0:
+        out["cpu_efficiency"] = not_available(SUB_SECOND)
     rss = _mb(record.max_rss) if record.max_rss else None
     if rss is not None:
         out["max_rss_mb"] = rss

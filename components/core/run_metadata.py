@@ -16,6 +16,8 @@ from collections.abc import Mapping
 
 import dagster as dg
 
+from components.core.metrics import not_available
+
 # Every run records each of these keys (workloads add their own besides).
 RUN_KEYS = (
     "cluster", "launcher", "workload", "job_script", "job_dir", "exit_code", "elapsed_s",
@@ -26,11 +28,6 @@ RUN_KEYS = (
 NOT_SLURM = "local run, no Slurm job"
 NO_ACCOUNTING = "Slurm's accounting (sacct) has no record of this job"
 NOT_ACCOUNTED = "not in Slurm's accounting record of this job"
-
-
-def not_available(why: str) -> str:
-    """The value of a key that cannot be known for a run: 'n/a: <why>'."""
-    return f"n/a: {why}"
 
 
 def script_block(script: str) -> str:

@@ -4,7 +4,7 @@ import resource
 
 import dagster as dg
 
-from components.core.metrics import job_metrics
+from components.core.metrics import SUB_SECOND, job_metrics
 from components.core.outcome import decide
 from components.core.run_metadata import (
     NO_ACCOUNTING, NOT_ACCOUNTED, NOT_SLURM, RUN_KEYS, local_values, plan_values, run_metadata, script_block,
@@ -62,3 +62,8 @@ def test_the_job_script_is_a_bash_code_block():
     assert meta.value == f"```bash\n{SCRIPT.rstrip()}\n```"
     # A script that itself holds a fence cannot close the block early.
     assert script_block("echo '```'\n").startswith("````bash\n")
+
+
+def test_a_sub_second_slurm_job_says_why_it_has_no_efficiency():
+    record = SlurmClient(transport=None)._parse_sacct("17", SACCT.replace("|00:00:04|4|", "|00:00:00|0|"))
+    assert job_metrics(record)["cpu_efficiency"] == f"n/a: {SUB_SECOND}"

@@ -17,6 +17,8 @@ import dagster as dg
 import pytest
 
 from components.core import ssh
+from components.core.metrics import SUB_SECOND
+from components.core.run_metadata import RUN_KEYS
 from tests.conftest import copy_project, materialize as _materialize
 from tests.integration.conftest import ssh_as_user
 
@@ -69,15 +71,23 @@ def project(tmp_path, slurm_cluster, monkeypatch):
 
 def test_success_with_pipes_metadata_logs_and_accounting(project, monkeypatch):
     defs_yaml = project / "defs" / "numbers" / "defs.yaml"
-    defs_yaml.write_text(defs_yaml.read_text() + "  cluster: docker\n")
+    defs_yaml.write_text(defs_yaml.read_text() + "  cluster: docker\n  forward_env: [HPC_TEST_SECRET]\n")
+    monkeypatch.setenv("HPC_TEST_SECRET", "s3cret-value")
     result, instance = _materialize(project, ["raw/numbers"], monkeypatch)
     assert result.success, _failure_text(result)
     meta = result.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata
     assert meta["rows"].value == 5000  # from the workload, through Pipes over SSH
     assert meta["slurm_state"].value == "COMPLETED"
     assert meta["cluster"].value == "docker"
-    for key in ("slurm_job_id", "elapsed_s", "queue_wait_s", "node_hours", "alloc_tres"):
-        assert key in meta, key
+    # The same keys as a local run of the asset (tests/core/test_local.py), each with a value.
+    assert set(RUN_KEYS) <= set(meta), set(RUN_KEYS) - set(meta)
+    assert meta["exit_code"].value == 0
+    # sacct counts whole seconds: a sub-second job has no efficiency, and says so.
+    efficiency = meta["cpu_efficiency"].value
+    assert isinstance(efficiency, float) if meta["elapsed_s"].value > 0 else efficiency == f"n/a: {SUB_SECOND}", efficiency
+    script = meta["job_script"].value
+    assert script.startswith("```bash\n") and "#SBATCH" in script and "draw_numbers.py" in script
+    assert not any("s3cret-value" in str(value.value) for value in meta.values())  # forward_env stays out
     checks = [e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert [(c.check_name, c.passed) for c in checks] == [("values_in_range", True)]
     logs = [r.user_message for r in instance.all_logs(result.run_id)]
