@@ -5,6 +5,7 @@ Lives at the top of the package (not in core/) because it needs the components t
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 from components.core.environments import JobEnvironment, env_dir
@@ -37,23 +38,29 @@ def load_workload(project_root: Path, target: str):
     """
     import dagster as dg
 
-    from components.cli_errors import load_error
     from components.workload import WorkloadComponent
 
     relative = _folder(project_root, target)
-    try:
-        component = dg.ComponentTree.for_project(project_root).load_component(relative)
-    except Exception as exc:
-        error = load_error(exc, project_root / DEFS_DIR / relative / "defs.yaml")
-        if error is None:
-            raise
-        raise error from None
+    component = _loaded(dg.ComponentTree.for_project(project_root), relative, project_root / DEFS_DIR / relative / "defs.yaml")
     if not isinstance(component, WorkloadComponent):
         raise ConfigError(
             f"defs/{relative} is a {type(component).__name__}, not a component that runs a workload",
             fix="point hpc render at a SlurmAssetComponent or MetaxyFeatureComponent instance",
         )
     return component
+
+
+def _loaded(tree, relative: Path, defs_file: Path):
+    """The component at `relative`; a load failure raised as its own cause (ConfigError at defs_file)."""
+    from components.cli_errors import load_error
+
+    try:
+        return tree.load_component(relative)
+    except Exception as exc:
+        error = load_error(exc, defs_file)
+        if error is None:
+            raise
+        raise error from None
 
 
 def _folder(project_root: Path, target: str) -> Path:
@@ -66,12 +73,22 @@ def _folder(project_root: Path, target: str) -> Path:
         relative = absolute.resolve().relative_to(defs_root.resolve())
     except ValueError:
         relative = Path(target)  # already relative to defs/
-    if not (defs_root / relative).exists():
+    folders = _component_folders(defs_root)
+    if str(relative) not in folders:
+        known = (defs_root / relative).is_dir()
+        near = difflib.get_close_matches(str(relative), folders, n=1, cutoff=0.6)
+        hint = f"did you mean {DEFS_DIR}/{near[0]}? " if near else ""
+        listing = ", ".join(f"{DEFS_DIR}/{f}" for f in folders) or "none yet"
         raise ConfigError(
-            f"{target} is not a folder under defs/",
-            fix="give the component folder, for example defs/numbers",
+            f"{target} has no defs.yaml" if known else f"{target} is not a folder under defs/",
+            fix=f"{hint}give a component folder (one with a defs.yaml): {listing}",
         )
     return relative
+
+
+def _component_folders(defs_root: Path) -> list[str]:
+    """Folders under defs/ that declare a component, relative to defs/."""
+    return sorted(str(f.parent.relative_to(defs_root)) for f in defs_root.rglob("defs.yaml") if f.parent != defs_root)
 
 
 def workload_components(project_root: Path) -> list[tuple[str, object]]:
@@ -89,7 +106,7 @@ def workload_components(project_root: Path) -> list[tuple[str, object]]:
     found = []
     for defs_yaml in sorted((project_root / DEFS_DIR).rglob("defs.yaml")):
         relative = defs_yaml.parent.relative_to(project_root / DEFS_DIR)
-        component = tree.load_component(relative)
+        component = _loaded(tree, relative, defs_yaml)
         if isinstance(component, WorkloadComponent):
             found.append((str(relative), component))
     return found
@@ -102,12 +119,17 @@ def job_environments(project_root: Path, cluster: str) -> list[JobEnvironment]:
     entry whose imports are the union of theirs.
     """
     merged: dict[str | None, JobEnvironment] = {}
+    from components.workload import _placed
+
     for name, component in workload_components(project_root):
-        profile = component.get_profile(project_root, cluster)
+        try:
+            profile = component.get_profile(project_root, cluster)
+            imports = tuple(dict.fromkeys(component.environment_imports(project_root)))
+        except ValueError as exc:  # ConfigError and the core's value errors: at the component's defs.yaml line
+            raise _placed(exc, project_root / DEFS_DIR / name / "defs.yaml") from None
         if profile.scheduler != "slurm":
             continue
         key = env_dir(profile, project_root) or profile.environment.strategy
-        imports = tuple(dict.fromkeys(component.environment_imports(project_root)))
         known = merged.get(key)
         if known is None:
             merged[key] = JobEnvironment(profile, imports, (name,))

@@ -72,6 +72,9 @@ def read_raw(clusters_dir: Path, name: str, chain: tuple[str, ...]) -> tuple[dic
     `chain` holds the profiles that extend this one (to find cycles). Raises ConfigError with file:line.
     """
     file = Path(clusters_dir) / f"{name}.yaml"
+    if file.exists() and not file.is_file():
+        raise ConfigError("this is a folder, not a profile file", fix="a profile is one YAML file: remove or rename the folder",
+                          location=Location(file=file))
     if not file.is_file():
         raise ConfigError(
             f"unknown cluster {name!r}: there is no {relative(file)}",
