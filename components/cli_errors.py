@@ -36,7 +36,10 @@ def user_message(exc: BaseException) -> str | None:
     if isinstance(exc, OSError) and exc.filename:
         return str(os_error(exc))
     if type(exc).__name__ == "ComponentTreeException":
-        return None  # placed by load_error, which knows the component's file
+        # Normally placed by load_error, which knows the component's file; here at least its cause.
+        cause = _innermost(exc)
+        if cause is not exc:
+            return user_message(cause) or f"a component failed to load: {type(cause).__name__}: {cause}"
     if type(exc).__module__.startswith(("dagster", "pydantic")) and str(exc).strip():
         return str(exc)
     return None
