@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import functools
 import sys
+import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
@@ -107,7 +108,7 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
     @classmethod
     def get_model_cls(cls):
         """dagster's attribute model, whose JSON schema (dg check yaml, editors) reports nested mistakes by key."""
-        return _sharpened(super().get_model_cls())
+        return _sharpened(super().get_model_cls(), cls)
 
     @classmethod
     def load(cls, attributes, context: dg.ComponentLoadContext):
@@ -294,12 +295,29 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
 
 
 @functools.cache
-def _sharpened(model: type[BaseModel]) -> type[BaseModel]:
+def _sharpened(model: type[BaseModel], component: type[BaseModel]) -> type[BaseModel]:
+    # Only our own nested models are walked by the load-time check, so only they get lenient text.
+    ours = {f"{cls.__name__}Model" for cls in _nested_models(component)}
+
     def model_json_schema(inner, *args, **kwargs):
-        return attribute_schema.sharpen(model.model_json_schema.__func__(inner, *args, **kwargs))
+        return attribute_schema.sharpen(model.model_json_schema.__func__(inner, *args, **kwargs), ours)
 
     return type(model.__name__, (model,), {"model_json_schema": classmethod(model_json_schema),
                                             "__module__": model.__module__})
+
+
+def _nested_models(model: type[BaseModel]) -> set[type[BaseModel]]:
+    found: set[type[BaseModel]] = set()
+    pending = [info.annotation for info in model.model_fields.values()]
+    while pending:
+        annotation = pending.pop()
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if annotation not in found:
+                found.add(annotation)
+                pending.extend(info.annotation for info in annotation.model_fields.values())
+        else:
+            pending.extend(typing.get_args(annotation))
+    return found
 
 
 def _env_like(name: str) -> str:

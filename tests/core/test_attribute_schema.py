@@ -50,3 +50,11 @@ def test_the_input_is_not_modified():
     before = repr(DERIVED)
     sharpen(DERIVED)
     assert repr(DERIVED) == before
+
+
+def test_text_stays_strict_in_definitions_the_load_check_does_not_walk():
+    schema = {**DERIVED, "properties": {**DERIVED["properties"], "spec": {"$ref": "#/$defs/Spec"}},
+              "$defs": {**DERIVED["$defs"], "Spec": {"type": "object", "properties": {"name": {"type": "string"}}}}}
+    sharp = sharpen(schema, lenient_defs={"Res"})
+    assert _errors(sharp, {"resources": {"time": 5400}}) == []
+    assert _errors(sharp, {"spec": {"name": False}}) == [(["spec", "name"], "False is not of type 'string'")]
