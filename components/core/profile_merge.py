@@ -112,6 +112,11 @@ def read_raw(clusters_dir: Path, name: str, chain: tuple[str, ...]) -> tuple[dic
             if not isinstance(extra, dict):
                 raise ConfigError("a profile override must be a mapping", location=Location(file=override, line=1),
                                   fix="write the keys to change, as in the profile itself (for example `slurm:` then `account_env: MY_ACCOUNT`)")
+            if "extends" in extra:  # merged after the chain was read, it would be dropped without a word
+                raise ConfigError("an override cannot change what a profile extends",
+                                  fix="remove extends: here; to start from another profile, write a new clusters/<name>.yaml "
+                                      "with extends: and the keys that differ",
+                                  location=extra_lines.location(("extends",)))
             out = dict(origins)
             data = _deep_merge(data, extra, origins, _origins(extra_lines), (), out)
             origins = out

@@ -81,6 +81,18 @@ def load_profile(name: str, clusters_dir: Path) -> ClusterProfile:
 _FIXES = {
     "extra_forbidden": "remove the key or correct its spelling; the keys each section accepts are listed in clusters/README.md",
     "missing": "add the key",
+    "int_type": "write a whole number, such as 22",
+    "int_parsing": "write a whole number, such as 22",
+    "int_from_float": "write a whole number, such as 22",
+    "bool_type": "write true or false",
+    "bool_parsing": "write true or false",
+    "string_type": "write text; quote it if YAML would read it as something else (\"01:00:00\", \"no\")",
+    "list_type": "write a list: [a, b], or one '- item' per line",
+    "dict_type": "write a mapping: keys indented under this one (see clusters/README.md for this section)",
+    "model_type": "write a mapping: keys indented under this one (see clusters/README.md for this section)",
+    "greater_than_equal": "use a value in the range the message gives",
+    "less_than_equal": "use a value in the range the message gives",
+    "value_error": "correct the value as the message says",
 }
 
 
@@ -100,9 +112,9 @@ def _first_error(exc: ValidationError, where) -> ConfigError:
     elif "input" in error and not isinstance(error["input"], dict | list):
         message = f"{message} (got {error['input']!r})"
         expected = (error.get("ctx") or {}).get("expected", "")
-        if error["type"] == "literal_error" and isinstance(error["input"], str):
+        if error["type"] == "literal_error":
             choices = [c.strip("' ") for c in expected.replace(" or ", ",").split(",") if c.strip("' ")]
-            near = difflib.get_close_matches(error["input"], choices, n=1, cutoff=0.6)
+            near = difflib.get_close_matches(str(error["input"]), choices, n=1, cutoff=0.6)
             fix = f"did you mean {near[0]!r}?" if near else f"use one of: {', '.join(choices)}"
     return ConfigError(message, fix=fix, location=where(loc))
 

@@ -138,6 +138,25 @@ def test_unknown_key_and_value_name_the_closest_match(clusters):
     assert "'slrum'" in str(err) and "did you mean 'slurm'?" in err.fix
 
 
+@pytest.mark.parametrize("override, fix", [
+    ("ssh:\n  port: abc\n", "whole number"),
+    ("slurm: 5\n", "write a mapping"),
+    ("environment:\n  modules: x\n", "write a list"),
+    ("slurm:\n  default_time: 1:00:00\n", "quote it"),
+    ("scheduler: 5\n", "use one of: slurm, local"),
+])
+def test_a_wrong_type_says_what_to_write(clusters, override, fix):
+    (clusters / "overrides" / "vsc5.yaml").write_text(override)
+    err = _error(clusters, "vsc5")
+    assert "overrides/vsc5.yaml" in str(err) and err.fix and fix in err.fix
+
+
+def test_an_override_cannot_change_extends(clusters):
+    (clusters / "overrides" / "vsc5.yaml").write_text("slurm:\n  account: p1\nextends: leonardo\n")
+    err = _error(clusters, "vsc5")
+    assert "overrides/vsc5.yaml:3" in str(err) and "cannot change what a profile extends" in err.problem
+
+
 def test_unknown_cluster_lists_the_known_ones(clusters):
     err = _error(clusters, "lumi")
     assert "unknown cluster 'lumi'" in str(err)
