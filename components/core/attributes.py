@@ -71,6 +71,12 @@ class _Walker:
         for key_node, value_node in node.value:
             key = str(key_node.value)
             seen.add(key)
+            changed = changed_text(key_node) if key in fields else None
+            if changed is not None:
+                # `on:` as a key reaches dagster as True: the field would silently stay unset.
+                self.fail(key_node, (*path, key), f"YAML reads the unquoted key {key} as {changed[1]}, "
+                          "not as the text you typed", fix=f"quote it: {quoted(key)}:")
+                continue
             if key not in fields:
                 near = closest(key, list(fields))
                 hint = f"did you mean {near!r}? " if near else ""

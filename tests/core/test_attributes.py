@@ -15,6 +15,7 @@ from components.core.yaml_scalars import DefsLoader
 
 class Limits(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    on: list[str] | None = None
     cpus: int = 1
     mem: str | None = None
     exclusive: bool = False
@@ -50,7 +51,7 @@ script: a.py
 args: [--count, 5000, --ratio, 0.5, "no"]
 env: {A: "1.10", B: 4, C: "{{ env('X') }}"}
 mode: slow
-limits: {cpus: "4", mem: 1G, exclusive: yes, share: 2}
+limits: {"on": [x], cpus: "4", mem: 1G, exclusive: yes, share: 2}
 tags: ~
 version: 2
 options: {anything: [1, no]}
@@ -69,6 +70,7 @@ weird: [{cpus: 2}]
         ("script: a.py\nversion: 1.10\n", "defs.yaml:2 [attributes.version]", "the number 1.1", 'quote it: "1.10"'),
         ("script: a.py\nenv: {on: x}\n", "defs.yaml:2 [attributes.env.on]", "name on as the boolean true", 'quote it: "on"'),
         ("script: a.py\nargs: [a, ~]\n", "defs.yaml:2 [attributes.args[1]]", "null (no value)", 'quote it: "~"'),
+        ("script: a.py\nlimits:\n  on: [a]\n", "defs.yaml:3 [attributes.limits.on]", "key on as the boolean true", 'quote it: "on":'),
     ],
 )
 def test_unquoted_scalars_yaml_would_change_must_be_quoted(text, where, what, fix):
@@ -85,7 +87,7 @@ def test_a_number_where_only_text_is_accepted_is_refused_with_an_example():
 @pytest.mark.parametrize(
     ("text", "where", "message"),
     [
-        ("script: a.py\nlimits: {cpu: 2}\n", "[attributes.limits.cpu]", "unknown key 'cpu' in limits\n  fix: did you mean 'cpus'? the keys of limits are: cpus, mem"),
+        ("script: a.py\nlimits: {cpu: 2}\n", "[attributes.limits.cpu]", "unknown key 'cpu' in limits\n  fix: did you mean 'cpus'? the keys of limits are: on, cpus, mem"),
         ("script: a.py\nlimits: {cpus: four}\n", "[attributes.limits.cpus]", "must be a whole number, not 'four'"),
         ("script: a.py\nlimits: {cpus: true}\n", "[attributes.limits.cpus]", "must be a whole number, not 'true'"),
         ("script: a.py\nlimits: {cpus: 1.5}\n", "[attributes.limits.cpus]", "must be a whole number, not '1.5'"),
