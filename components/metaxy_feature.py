@@ -23,6 +23,7 @@ from components.core.render import RUNTIME_DIR
 from components.core.errors import ConfigError, Location
 from components.core.feature_steps import LocalSteps, RemoteSteps, workload_data_failure
 from components.core.features import FeatureDecl, FeatureGraph, scan, validate
+from components.feature_scaffold import MetaxyFeatureScaffolder
 from components.core.profiles import ClusterProfile, load_profile, resolve_cluster_name
 from components.core.remote import SlurmRun
 from components.runtime.names import REQUEST_ENV
@@ -73,6 +74,7 @@ class StoreModel(dg.Resolvable, dg.Model):
     options: Annotated[dict[str, Any], _doc("Extra constructor arguments of the store class.", {"layout": "flat"})] = {}
 
 
+@dg.scaffold_with(MetaxyFeatureScaffolder)
 class MetaxyFeatureComponent(WorkloadComponent):
     """A Metaxy feature as an asset: only new and stale samples are computed, per field.
 

@@ -25,6 +25,7 @@ from components.core.features import FeatureDecl, scan, validate
 from components.core.profiles import ClusterProfile
 from components.core.render import JobSpec
 from components.core.units import parse_mem_mb
+from components.feature_scaffold import RayDoclingScaffolder
 from components.metaxy_feature import DEFS_DIR, MetaxyFeatureComponent, StoreModel
 from components.runtime.names import FORMATS
 from components.workload import WorkloadComponent, _doc, _line_map, _placed
@@ -74,6 +75,7 @@ def _bytes(size: str | None) -> int | None:
     return parse_mem_mb(size) * 1024 * 1024 if size else None
 
 
+@dg.scaffold_with(RayDoclingScaffolder)
 class RayDoclingComponent(WorkloadComponent):
     """Converts a corpus of PDF, Word, HTML and Markdown documents to markdown with Docling and Ray Data.
 
