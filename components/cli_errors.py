@@ -7,11 +7,15 @@ TOML, a component that fails to load); anything else is an internal error and ke
 from __future__ import annotations
 
 import errno
+import re
 import tomllib
 import traceback
 from pathlib import Path
 
 from components.core.errors import ConfigError, Location
+
+# dagster's ResolutionException for {{ env('NAME') }} without a default.
+_UNSET_ENV = re.compile(r"Environment variable (\w+) is not set and no default value was provided")
 
 # What to do about an OSError on a user's path, by errno.
 _OS_FIXES = {
@@ -67,6 +71,14 @@ def load_error(exc: BaseException, defs_file: Path) -> ConfigError | None:
                            location=Location(file=defs_file))
     if isinstance(cause, ConfigError):
         return cause if cause.location.file is not None else cause.at(Location(file=defs_file))
+    unset = _UNSET_ENV.search(str(cause))
+    if unset:
+        name = unset.group(1)
+        return ConfigError(
+            f"environment variable {name} is not set, and this component reads it without a default",
+            fix=f"export {name}, or add {name}=... to the project's .env (hpc and dg read it), "
+                f"or give a default: {{{{ env('{name}', 'value') }}}}",
+            location=Location(file=defs_file, line=_line_naming(defs_file, name)))
     text = user_message(cause)
     if text is not None:
         return ConfigError(f"while loading this component: {text}", location=Location(file=defs_file))
@@ -75,6 +87,15 @@ def load_error(exc: BaseException, defs_file: Path) -> ConfigError | None:
     return ConfigError(f"the component failed to load: {type(cause).__name__}: {cause}{raised_at}",
                        fix="correct the attribute the message names; if it names none, the component's code failed on this input",
                        location=Location(file=defs_file))
+
+
+def _line_naming(file: Path, name: str) -> int | None:
+    """The first line of `file` whose template mentions `name`; dagster's message gives none."""
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return next((n for n, line in enumerate(lines, 1) if "{{" in line and re.search(rf"\b{re.escape(name)}\b", line)), None)
 
 
 def _innermost(exc: BaseException) -> BaseException:

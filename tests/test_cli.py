@@ -119,7 +119,9 @@ def test_render_shows_why_a_component_failed_to_load_and_reads_dotenv(in_project
     monkeypatch.delenv("HPC_PROBE_THREADS", raising=False)
     _edit(in_project / "defs" / "numbers" / "defs.yaml", 'OMP_NUM_THREADS: "1"', "OMP_NUM_THREADS: \"{{ env('HPC_PROBE_THREADS') }}\"")
     code, _, err = _run(capsys, "render", "defs/numbers")
-    assert code == 2 and "defs/numbers/defs.yaml" in err and "HPC_PROBE_THREADS is not set" in err
+    line = next(n for n, text in enumerate((in_project / "defs" / "numbers" / "defs.yaml").read_text().splitlines(), 1) if "HPC_PROBE" in text)
+    assert code == 2 and f"defs/numbers/defs.yaml:{line}: environment variable HPC_PROBE_THREADS is not set" in err
+    assert "add HPC_PROBE_THREADS=... to the project's .env" in err
     assert "Error while loading component" not in err
     # .env is read as dg reads it: its values win over the shell's, and only for the command.
     (in_project / ".env").write_text("HPC_PROBE_THREADS=7\nNO_VALUE\n")

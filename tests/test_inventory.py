@@ -25,4 +25,4 @@ def test_every_component_load_failure_is_its_own_cause(in_project, monkeypatch):
     with pytest.raises(ConfigError) as info:
         workload_components(in_project)  # what hpc doctor's job environment check loads
     assert info.value.location.file == in_project / "defs" / "numbers" / "defs.yaml"
-    assert "HPC_PROBE_THREADS is not set" in info.value.problem
+    assert "HPC_PROBE_THREADS is not set" in info.value.problem and info.value.location.line
