@@ -340,6 +340,8 @@ def test_killed_orchestrator_then_reexecution_harvests_the_finished_job(ui):
     instance = ui.instance()
     assert materializations(instance, rerun)["field/orphan"]["ticks"] == 4
     assert materializations(instance, rerun)["field/orphan"]["slurm_job_id"] == job_id
+    # The script of a job this step did not submit is read back from its job directory.
+    assert "#SBATCH" in materializations(instance, rerun)["field/orphan"]["job_script"]
     logs = run_logs(instance, rerun)
     assert any(f"re-attaching to Slurm job {job_id}" in m for m in logs)
     assert not any("submitted Slurm job" in m for m in logs)
