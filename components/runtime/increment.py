@@ -44,9 +44,12 @@ def record_data_error(staging: str, exc: FeatureDataError, written: int) -> None
     """
     path = os.path.join(staging, DATA_ERROR_FILE)
     partial = f"{path}.{os.getpid()}.tmp"
-    with open(partial, "w", encoding="utf-8") as handle:
-        json.dump({"problem": exc.problem, "fix": exc.fix, "written": written}, handle)
-    os.replace(partial, path)
+    try:
+        with open(partial, "w", encoding="utf-8") as handle:
+            json.dump({"problem": exc.problem, "fix": exc.fix, "written": written}, handle)
+        os.replace(partial, path)
+    except OSError:
+        pass  # no staging to write to: the refusal itself still propagates, with its message
 
 
 class Feature:
