@@ -44,9 +44,9 @@ class SlurmResources(dg.Resolvable, dg.Model):
     nodes: Annotated[int, _doc("Number of nodes (--nodes).", 1, 2)] = 1
     ntasks: Annotated[int | None, _doc("Total tasks (--ntasks); default one per node. >1 launches with srun.", 4)] = None
     cpus_per_task: Annotated[int, _doc("CPU cores per task (--cpus-per-task).", 4)] = 1
-    mem: Annotated[str | None, _doc("Memory per node (--mem): a number with K/M/G/T; bare numbers are MB.", "8G", "500M")] = None
+    mem: Annotated[str | int | None, _doc("Memory per node (--mem): a number with K/M/G/T; bare numbers are MB.", "8G", "500M")] = None
     gpus: Annotated[int, _doc("GPUs per node, rendered with the profile's gpu_directive (--gres=gpu:N).", 0, 1)] = 0
-    time: Annotated[str | None, _doc("Wall time limit (--time): MM, HH:MM:SS or D-HH:MM:SS. Default: the profile's.", "00:30:00", "1-00:00:00")] = None
+    time: Annotated[str | int | None, _doc("Wall time limit (--time): MM, HH:MM:SS or D-HH:MM:SS. Default: the profile's.", "00:30:00", "1-00:00:00")] = None
     partition_class: Annotated[
         str | None, _doc("Resource class of the cluster profile (cpu, gpu, debug, ...). Default: gpu if gpus > 0, else cpu.", "debug")
     ] = None
@@ -152,9 +152,9 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
                 nodes=res.nodes,
                 ntasks=res.ntasks,
                 cpus_per_task=res.cpus_per_task,
-                mem=res.mem,
+                mem=None if res.mem is None else str(res.mem),  # 500 as written: MB
                 gpus=res.gpus,
-                time=res.time,
+                time=None if res.time is None else str(res.time),  # 30 as written: minutes
                 partition_class=res.partition_class,
                 partition=res.partition,
                 qos=res.qos,

@@ -6,7 +6,7 @@ import pytest
 
 from components.core.errors import ConfigError
 from components.defs_check import defs_error
-from tests.conftest import ROOT, build, edit, line_of, root_cause, run_dg
+from tests.conftest import ROOT, build, edit, line_of, root_cause, run_dg, use_project
 
 NUMBERS = "defs/numbers/defs.yaml"
 
@@ -68,3 +68,16 @@ def test_dg_check_defs_prints_every_problem_with_its_line(project):
     assert "defs/empty/defs.yaml:1: defs.yaml declares no component" in out
     assert "OMP_NUM_THREADS" not in out  # 1 reads back as "1": harmless
     assert "Traceback" not in out and "components/defs_check.py" not in out
+
+
+def test_bare_numbers_that_read_back_as_written_are_taken_as_written(project, monkeypatch, capsys):
+    # mem: 500 is 500 MB and time: 30 is 30 minutes, as in sbatch; only YAML's rewrites are refused.
+    from components import cli
+
+    edit(project, NUMBERS, "    mem: 1G", "    mem: 500")
+    edit(project, NUMBERS, '    time: "00:05:00"', "    time: 30")
+    use_project(project, monkeypatch)
+    assert defs_error(project) is None
+    assert cli.main(["render", "defs/numbers", "--cluster", "vsc5"]) == 0, capsys.readouterr().err
+    script = capsys.readouterr().out
+    assert "#SBATCH --mem=500M" in script and "#SBATCH --time=00:30:00" in script
