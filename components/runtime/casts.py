@@ -20,7 +20,7 @@ class LossyCast:
     """Why some values of a column cannot take the declared type.
 
     lost: one bool per row, True where the value would be changed or dropped by the cast.
-    reason: what kind of change, in words.
+    reason: why no value of the column can pass, in words; empty when each value is judged by itself.
     converted: what the cast would have made of each value (NULL where it fails); None when not tried.
     """
 
@@ -64,5 +64,5 @@ def cast_exactly(column: pl.Series, target: pl.DataType) -> tuple[pl.Series, Los
         return column, LossyCast(present, f"{source} values cannot be converted at all")
     lost = present & (cast.is_null() | back.ne_missing(column))
     if lost.any():
-        return column, LossyCast(lost, "the value would change or be lost in the conversion", cast)
+        return column, LossyCast(lost, "", cast)
     return cast, None

@@ -284,7 +284,8 @@ def _cast_column(feature: Feature, frame: pl.DataFrame, column: str, target: pl.
         retype = "declare a type under `columns:` in the feature's defs.yaml that holds them (float or str)"
     raise FeatureDataError(
         f"{feature.key}: column {column!r} is declared {declared} but the workload gave {frame[column].dtype} values "
-        f"that do not survive the conversion ({lossy.reason}) for {bad.height} sample(s): {shown}{more}",
+        f"that do not survive the conversion{f' ({lossy.reason})' if lossy.reason else ''} for {bad.height} sample(s): "
+        f"{shown}{more}",
         f"convert them in the workload on purpose (round, parse or cast there), or {retype}",
     )
 

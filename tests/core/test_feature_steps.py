@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
-from components.core.feature_steps import LocalSteps, RemoteSteps, workload_data_failure
+from components.core.feature_steps import LocalSteps, workload_data_failure
 from components.runtime.names import DATA_ERROR_FILE
 
 
@@ -25,19 +24,3 @@ def test_rows_written_before_the_refusal_are_not_called_unwritten():
 def test_an_unreadable_record_leaves_the_workloads_own_failure():
     assert workload_data_failure("t/crop", '{"problem": ') is None
     assert workload_data_failure("t/crop", '{"fix": "f"}') is None
-
-
-def test_remote_steps_read_the_record_from_the_clusters_staging_directory():
-    # No cluster in a unit test: a transport that answers like `cat` over SSH does.
-    commands = []
-
-    class Transport:
-        def run(self, command, check=True, **_):
-            commands.append(command)
-            found = command.startswith("cat ")
-            return SimpleNamespace(exit_code=0 if found else 1, stdout='{"problem": "p", "fix": "f"}' if found else "")
-
-    steps = RemoteSteps.__new__(RemoteSteps)
-    steps.transport, steps.staging = Transport(), "/scratch/jobs/r1/op.metaxy"
-    assert json.loads(steps.data_error())["problem"] == "p"
-    assert commands == [f"cat /scratch/jobs/r1/op.metaxy/{DATA_ERROR_FILE}"]

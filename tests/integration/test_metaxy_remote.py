@@ -49,3 +49,21 @@ def test_features_run_as_slurm_jobs_and_skip_submission_when_nothing_changed(slu
     assert third["media/crop"]["stale_fields"] == {"image": 1}
     assert third["media/transcript"]["processed"] == 0
     ssh_as_user(slurm_cluster, f"rm -rf {store}")
+
+
+def test_results_the_runtime_refuses_in_a_slurm_job_fail_with_the_message_alone(slurm_cluster, tmp_path, monkeypatch):
+    # The refusal is recorded on the cluster's filesystem and read back over SSH: no job stderr, no traceback.
+    project = copy_project(tmp_path)
+    store = f"$HOME/dagster-hpc/test-stores/{uuid.uuid4().hex[:8]}"
+    for name in ("sample", "crop", "transcript"):
+        edit(project, f"defs/media/{name}/defs.yaml", "  orphans: delete",
+             f"  orphans: delete\n  cluster: docker\n  store: {{kind: delta, path: \"{store}\"}}")
+    monkeypatch.setenv("HPC_CLUSTER", "docker")
+    edit(project, "workloads/crop_frames.py", "width=pl.Series(widths, dtype=pl.Int64)",
+         "width=pl.Series(widths, dtype=pl.Float64) + 0.5")
+    result, _ = materialize(project, MEDIA[:2], monkeypatch)
+    text = step_failures(result)
+    assert not result.success and "column 'width' is declared int" in text and "would become" in text
+    assert "nothing was written to the store for media/crop" in text and "Traceback" not in text
+    assert "Slurm job" not in text  # the job's own failure (exit code, stderr tail) is not the report
+    ssh_as_user(slurm_cluster, f"rm -rf {store}")
