@@ -110,10 +110,12 @@ class FeatureJob:
             self._increment = pl.read_parquet(self.feature.path(INCREMENT_FILE))
         return self._increment
 
+    @_reported
     def samples(self, *, shard: bool = True) -> pl.DataFrame:
         """New and stale samples with their upstream columns and `hpc_status`; under srun, this task's share."""
         if self.feature.is_root:
-            raise RuntimeError(f"{self.key} is a root feature: list its samples with emit()")
+            raise FeatureDataError(f"{self.key} is a root feature (no deps): it has no increment for samples() to return",
+                                   "list its samples with job.emit(frame, provenance={field: column}), or add deps: in its defs.yaml")
         frame = self._load()
         rank, size = _task() if shard else (0, 1)
         if size > 1:
@@ -124,7 +126,8 @@ class FeatureJob:
     def write(self, frame: pl.DataFrame) -> int:
         """Record results through Metaxy; ids must come from the increment. Returns the rows written."""
         if self.feature.is_root:
-            raise RuntimeError(f"{self.key} is a root feature: use emit()")
+            raise FeatureDataError(f"{self.key} is a root feature (no deps): write() records results of upstream samples",
+                                   "list its samples with job.emit(frame, provenance={field: column}), or add deps: in its defs.yaml")
         frame = check_output(self.feature, frame)
         increment = self._load()
         system = increment.select([*self.id_columns, *(c for c in increment.columns if c.startswith("metaxy_"))])
@@ -161,7 +164,8 @@ class FeatureJob:
     def emit(self, frame: pl.DataFrame, provenance: dict[str, str]) -> int:
         """Root feature: the full current listing; `provenance` maps each field to the column holding its value."""
         if not self.feature.is_root:
-            raise RuntimeError(f"{self.key} has upstream features: use samples() and write()")
+            raise FeatureDataError(f"{self.key} has upstream features: emit() lists the samples of a root feature only",
+                                   "read the new and stale samples with job.samples() and record results with job.write(frame)")
         missing = sorted(set(self.fields) - set(provenance))
         if missing:
             raise FeatureDataError(f"{self.key}: no provenance column given for field(s) {', '.join(missing)}",

@@ -159,3 +159,15 @@ def test_a_workload_dying_on_refused_results_leaves_the_message_not_a_traceback(
     assert "not in this run's increment" in out.stderr and "fix: write only samples" in out.stderr
     recorded = json.loads((staging / "data-error.json").read_text())
     assert "a-x" in recorded["problem"] and recorded["written"] == 0
+
+
+def test_the_wrong_half_of_the_api_is_refused_with_the_right_call(tmp_path):
+    store = {"kind": "delta", "path": str(tmp_path / "store")}
+    root, down = FeatureJob(_request(store, tmp_path, ROOT)), FeatureJob(_request(store, tmp_path, DOWN))
+    for call, fix in [(root.samples, "job.emit"), (lambda: root.write(pl.DataFrame()), "job.emit"),
+                      (lambda: down.emit(pl.DataFrame(), {}), "job.samples()")]:
+        with pytest.raises(increment.FeatureDataError) as caught:
+            call()
+        assert fix in caught.value.fix
+        # Recorded for the step, which then fails with this message instead of the workload's traceback.
+        assert json.loads((tmp_path / "data-error.json").read_text())["fix"] == caught.value.fix
