@@ -41,6 +41,13 @@ def load_workload(project_root: Path, target: str):
     from components.workload import WorkloadComponent
 
     relative = _folder(project_root, target)
+    # dagster resolves every defs.yaml of the tree, so one bad file elsewhere stops this one too:
+    # say which file and why, as `dg check defs` does, instead of dagster's bare attribute error.
+    from components.defs_check import defs_error
+
+    problem = defs_error(project_root)
+    if problem is not None:
+        raise problem
     component = _loaded(dg.ComponentTree.for_project(project_root), relative, project_root / DEFS_DIR / relative / "defs.yaml")
     if not isinstance(component, WorkloadComponent):
         raise ConfigError(

@@ -130,6 +130,15 @@ def test_render_shows_why_a_component_failed_to_load_and_reads_dotenv(in_project
     assert "HPC_PROBE_THREADS" not in os.environ
 
 
+def test_render_names_the_other_defs_yaml_that_stops_the_load(in_project, capsys):
+    # dagster resolves every component type of the tree: a typo in summary stops rendering numbers.
+    _edit(in_project / "defs" / "summary" / "defs.yaml", "components.SlurmAssetComponent", "components.SlurmAsetComponent")
+    code, _, err = _run(capsys, "render", "defs/numbers")
+    assert code == 2
+    assert "defs/summary/defs.yaml:1 [type]: unknown component type 'components.SlurmAsetComponent'" in err
+    assert "did you mean components.SlurmAssetComponent?" in err
+
+
 def test_a_cluster_typo_in_the_environment_blames_the_variable(in_project, capsys, monkeypatch):
     monkeypatch.setenv("HPC_CLUSTER", "leonrdo")
     code, _, err = _run(capsys, "render", "defs/numbers")
