@@ -7,6 +7,7 @@ Override `get_job_spec` or `execute` to customise.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
@@ -60,7 +61,10 @@ class SlurmAssetScaffolder(dg.Scaffolder[ScaffoldParams]):
         params = request.params
         name = request.target_path.name
         suffix = ".py" if params.launcher == "python" else ".sh"
-        script = params.script or f"{name}{suffix}"
+        stem = name
+        if params.launcher == "python" and name in sys.stdlib_module_names:
+            stem = f"{name}_job"  # Python would import workloads/json.py instead of the standard module
+        script = params.script or f"{stem}{suffix}"
         project_root = request.project_root or Path.cwd()
         workload = project_root / WORKLOADS_DIR / script
         if not workload.exists():

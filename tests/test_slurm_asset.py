@@ -120,6 +120,19 @@ def test_scaffolded_asset_checks_and_materializes(project):
     assert "computing my_asset" in result.stdout + result.stderr
 
 
+def test_a_scaffolded_python_workload_never_shadows_the_standard_library(project):
+    import dagster as dg
+
+    from components.slurm_asset import ScaffoldParams, SlurmAssetScaffolder
+
+    target = project / "defs" / "json"
+    target.mkdir()
+    SlurmAssetScaffolder().scaffold(dg.ScaffoldRequest(type_name="components.SlurmAssetComponent", target_path=target,
+                                                       scaffold_format="yaml", project_root=project, params=ScaffoldParams()))
+    assert (project / "workloads" / "json_job.py").is_file() and "script: json_job.py" in (target / "defs.yaml").read_text()
+    assert dg.AssetKey("json") in _build(project).resolve_all_asset_keys()  # json.py would be refused at load
+
+
 def test_scaffolder_takes_launcher_and_cluster(project):
     result = run_dg(
         project, "scaffold", "defs", "components.SlurmAssetComponent", "shell_step", "--launcher", "bash", "--cluster", "leonardo"
