@@ -29,6 +29,39 @@ def defs_error(project_root: Path) -> ConfigError | None:
     return combined(errors)
 
 
+def load_checked(project_root: Path) -> tuple[dg.Definitions | None, ConfigError | None]:
+    """The project's definitions, or the user's mistake that stops them: (defs, None) or (None, error).
+
+    Runs defs_error first, then dagster's load, then the asset-graph check. A ConfigError from any of
+    them (also one a component raised inside dagster's load) comes back bare, without its traceback,
+    so the caller can raise it from one short frame: `dg check defs` then shows our message, not
+    dagster's component tree and stack. Any other exception is a bug and propagates unchanged.
+    """
+    from components.core.graph_check import check_graph
+
+    error = defs_error(project_root)
+    if error is not None:
+        return None, error
+    try:
+        return check_graph(dg.load_from_defs_folder(path_within_project=Path(project_root))), None
+    except Exception as exc:  # noqa: BLE001 - only our ConfigError is unwrapped; the rest re-raised
+        mistake = _config_error(exc)
+        if mistake is None:
+            raise
+        return None, mistake.with_traceback(None)
+
+
+def _config_error(exc: BaseException) -> ConfigError | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ConfigError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def file_errors(file: Path) -> list[ConfigError]:
     """Every problem in one defs.yaml: the file-level one, else those of each component's attributes."""
     try:

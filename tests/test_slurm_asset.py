@@ -106,6 +106,9 @@ def test_dg_check_defs_prints_our_message_for_semantic_errors(project):
     out = result.stdout + result.stderr
     assert result.returncode != 0
     assert re.search(rf"defs/numbers/defs.yaml:{_line(lines, 'mem:')} \[attributes.resources.mem\]: memory '10XB' is not a size", out), out
+    # Our message alone: not dagster's component tree, and no frame of our code under it.
+    assert "Error while loading component" not in out and "The above exception" not in out
+    assert "components/" not in out.split("Stack Trace:")[-1], out
 
 
 def test_scaffolded_asset_checks_and_materializes(project):
