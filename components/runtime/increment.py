@@ -223,7 +223,8 @@ def ingest(request: dict) -> dict:
     with feature.graph.use():
         store = feature.store()
         with store.open("w"):
-            inc = store.resolve_update(feature.cls, samples=samples)
+            # The workload's samples are Polars: resolve in Polars, as "auto" would after warning about it.
+            inc = store.resolve_update(feature.cls, samples=samples, versioning_engine="polars")
             new, stale, orphaned = (to_polars(f) for f in (inc.new, inc.stale, inc.orphaned))
             summary = _summary(feature, store, new, stale, orphaned)
             changed = pl.concat([new, stale], how="diagonal_relaxed")
@@ -263,6 +264,12 @@ def commit(request: dict) -> dict:
     }
 
 
+def _change(value: Any, after: list | None, i: int) -> str:
+    if after is None:
+        return repr(value)
+    return f"{value!r} would be lost" if after[i] is None else f"{value!r} would become {after[i]!r}"
+
+
 def _cast_column(feature: Feature, frame: pl.DataFrame, column: str, target: pl.DataType) -> pl.Series:
     """One result column as its declared type; FeatureDataError naming the rows whose value would change."""
     cast, lossy = cast_exactly(frame[column], target)
@@ -272,10 +279,8 @@ def _cast_column(feature: Feature, frame: pl.DataFrame, column: str, target: pl.
     declared = feature.spec["columns"][column]
     values = bad[column].head(SHOWN_IDS).to_list()
     after = lossy.converted.filter(lossy.lost).head(SHOWN_IDS).to_list() if lossy.converted is not None else None
-    shown = ", ".join(
-        f"{key} ({value!r}" + (f" would become {after[i]!r})" if after is not None else ")")
-        for i, (key, value) in enumerate(zip(_keys(bad.head(SHOWN_IDS), feature.id_columns), values))
-    )
+    shown = ", ".join(f"{key} ({_change(value, after, i)})"
+                      for i, (key, value) in enumerate(zip(_keys(bad.head(SHOWN_IDS), feature.id_columns), values)))
     more = f" (and {bad.height - SHOWN_IDS} more)" if bad.height > SHOWN_IDS else ""
     actual = type_name(frame[column].dtype)
     if actual and actual != declared:
