@@ -22,13 +22,19 @@ def _run(project, monkeypatch):
     return {k: materialized(result, k) for k in MEDIA}, tags
 
 
-def test_features_run_as_slurm_jobs_and_skip_submission_when_nothing_changed(slurm_cluster, tmp_path, monkeypatch):
+def _on_the_cluster(tmp_path, monkeypatch):
+    """A project copy whose media features run on the docker cluster, with a store of their own there."""
     project = copy_project(tmp_path)
     store = f"$HOME/dagster-hpc/test-stores/{uuid.uuid4().hex[:8]}"
     for name in ("sample", "crop", "transcript"):
         edit(project, f"defs/media/{name}/defs.yaml", "  orphans: delete",
              f"  orphans: delete\n  cluster: docker\n  store: {{kind: delta, path: \"{store}\"}}")
     monkeypatch.setenv("HPC_CLUSTER", "docker")
+    return project, store
+
+
+def test_features_run_as_slurm_jobs_and_skip_submission_when_nothing_changed(slurm_cluster, tmp_path, monkeypatch):
+    project, store = _on_the_cluster(tmp_path, monkeypatch)
 
     first, tags = _run(project, monkeypatch)
     for key in MEDIA:
@@ -53,12 +59,7 @@ def test_features_run_as_slurm_jobs_and_skip_submission_when_nothing_changed(slu
 
 def test_results_the_runtime_refuses_in_a_slurm_job_fail_with_the_message_alone(slurm_cluster, tmp_path, monkeypatch):
     # The refusal is recorded on the cluster's filesystem and read back over SSH: no job stderr, no traceback.
-    project = copy_project(tmp_path)
-    store = f"$HOME/dagster-hpc/test-stores/{uuid.uuid4().hex[:8]}"
-    for name in ("sample", "crop", "transcript"):
-        edit(project, f"defs/media/{name}/defs.yaml", "  orphans: delete",
-             f"  orphans: delete\n  cluster: docker\n  store: {{kind: delta, path: \"{store}\"}}")
-    monkeypatch.setenv("HPC_CLUSTER", "docker")
+    project, store = _on_the_cluster(tmp_path, monkeypatch)
     edit(project, "workloads/crop_frames.py", "width=pl.Series(widths, dtype=pl.Int64)",
          "width=pl.Series(widths, dtype=pl.Float64) + 0.5")
     result, _ = materialize(project, MEDIA[:2], monkeypatch)

@@ -64,13 +64,21 @@ def test_increment_round_trip_on_both_embedded_stores(store, tmp_path):
     assert (after["processed"], after["unprocessed"], after["unprocessed_examples"]) == (1, 1, ["b"])
 
 
-def test_write_refuses_wrong_types_and_missing_columns(tmp_path):
+def _resolved(tmp_path, ids, *, staged=False):
+    """A delta store with root samples `ids` listed and the downstream increment resolved: (store, staging, request)."""
     store = {"kind": "delta", "path": str(tmp_path / "store")}
     staging = tmp_path / "staging"
     staging.mkdir()
-    _list(store, staging, ["a"])
+    _list(store, staging, ids)
     req = _request(store, staging, DOWN)
     increment.resolve(req)
+    if staged:
+        (staging / "request.json").write_text(json.dumps(req))
+    return store, staging, req
+
+
+def test_write_refuses_wrong_types_and_missing_columns(tmp_path):
+    _, _, req = _resolved(tmp_path, ["a"])
     job = FeatureJob(req)
     with pytest.raises(increment.FeatureDataError, match="lack column"):
         job.write(pl.DataFrame({"sample_id": ["a"]}))
@@ -80,12 +88,7 @@ def test_write_refuses_wrong_types_and_missing_columns(tmp_path):
 
 
 def test_a_value_the_declared_type_would_change_is_refused_with_id_and_column(tmp_path):
-    store = {"kind": "delta", "path": str(tmp_path / "store")}
-    staging = tmp_path / "staging"
-    staging.mkdir()
-    _list(store, staging, ["a", "b"])
-    req = _request(store, staging, DOWN)
-    increment.resolve(req)
+    store, _, req = _resolved(tmp_path, ["a", "b"])
     job = FeatureJob(req)
     with pytest.raises(increment.FeatureDataError) as caught:
         job.write(pl.DataFrame({"sample_id": ["a", "b"], "width": [3.0, 3.7]}))
@@ -121,14 +124,8 @@ for row in part.iter_slices(1):
 
 
 def test_several_writer_processes_at_once_on_delta(tmp_path):
-    store = {"kind": "delta", "path": str(tmp_path / "store")}
-    staging = tmp_path / "staging"
-    staging.mkdir()
     ids = [f"s{i}" for i in range(12)]
-    _list(store, staging, ids)
-    req = _request(store, staging, DOWN)
-    increment.resolve(req)
-    (staging / "request.json").write_text(json.dumps(req))
+    store, staging, req = _resolved(tmp_path, ids, staged=True)
     procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(staging / "request.json")],
                               env={**os.environ, "SLURM_PROCID": str(rank), "SLURM_NTASKS": "4"})
              for rank in range(4)]
@@ -146,13 +143,7 @@ job.write(job.samples().select((pl.col("sample_id") + "-x").alias("sample_id"), 
 
 
 def test_a_workload_dying_on_refused_results_leaves_the_message_not_a_traceback(tmp_path):
-    store = {"kind": "delta", "path": str(tmp_path / "store")}
-    staging = tmp_path / "staging"
-    staging.mkdir()
-    _list(store, staging, ["a"])
-    req = _request(store, staging, DOWN)
-    increment.resolve(req)
-    (staging / "request.json").write_text(json.dumps(req))
+    store, staging, req = _resolved(tmp_path, ["a"], staged=True)
     out = subprocess.run([sys.executable, "-c", _REFUSED], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "HPC_METAXY_REQUEST": str(staging / "request.json")})
     assert out.returncode == 1 and "Traceback" not in out.stderr
