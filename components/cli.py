@@ -4,6 +4,7 @@
     hpc render defs/numbers --all-clusters         # ... on every profile in clusters/
     hpc clusters                                   # list profiles, validating each
     hpc doctor leonardo [--json] [--submit]        # preflight: connect and check the site for real
+    hpc login vsc5 | --status | hpc logout vsc5    # the SSH session every step, run and schedule uses
 """
 
 from __future__ import annotations
@@ -106,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print a JSON list of {check, ok, detail, fix} (ok is null when skipped)")
     doctor.add_argument("--submit", action="store_true", help="also run a 1-minute no-op job per partition class and report the queue wait")
     doctor.set_defaults(func=cmd_doctor)
+    from components.cli_sessions import add_parsers
+
+    add_parsers(sub)
     return parser
 
 

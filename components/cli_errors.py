@@ -34,6 +34,10 @@ def user_message(exc: BaseException) -> str | None:
     """The text to print for a user's mistake (without 'error: '), or None for an internal error."""
     if isinstance(exc, ConfigError):
         return str(exc)
+    from components.core.ssh_target import TransportError
+
+    if isinstance(exc, TransportError):  # a refused host key or login, an unreachable node: the message says what to do
+        return str(exc)
     if isinstance(exc, tomllib.TOMLDecodeError) or _is_tomlkit_error(exc):
         return (f"a TOML file of the project is not valid: {exc}\n"
                 "  fix: correct it at that line and column (pyproject.toml or dg.toml; a string needs both quotes)")

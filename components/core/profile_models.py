@@ -52,6 +52,22 @@ class SSHSettings(_Strict):
     keepalive_s: int = Field(60, ge=0)
     password_env: str | None = None
     otp_env: str | None = None
+    session: Literal["shared", "process"] = Field(
+        "shared",
+        description="shared: one OpenSSH ControlMaster session per cluster, used by every step, run and schedule "
+        "on this machine (`hpc login`); process: one connection per process (for machines whose ssh has no "
+        "ControlMaster, such as Windows).",
+    )
+    session_lifetime: str = Field(
+        "12:00:00",
+        description="How long a login lasts (Slurm duration). Sites state it: 12 h for VSC-5's OTP and the "
+        "step-ca certificates of Leonardo and MUSICA. A session is closed when it runs out.",
+    )
+
+    @field_validator("session_lifetime")
+    @classmethod
+    def _lifetime(cls, value: str) -> str:
+        return _time(value)
 
     @field_validator("user_env", "password_env", "otp_env")
     @classmethod

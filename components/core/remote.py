@@ -34,7 +34,8 @@ from components.core.run_metadata import NO_ACCOUNTING, NOT_ACCOUNTED, plan_valu
 from components.core.render import RUNTIME_DIR, RUNTIME_PACKAGE, JobPlan, plan_job, render_script
 from components.core.scheduler import ACTIVE, QueueState, SchedulerUnavailable, SlurmClient, SubmissionError
 from components.core.shell import quote_path
-from components.core.ssh_target import ContactLost, target_for
+from components.core.ssh_target import ContactLost, NoSession, TransportError, target_for
+from components.core.transports import transport_for
 from components.core.units import format_time
 
 T = TypeVar("T")
@@ -92,23 +93,35 @@ class SlurmRun:
     def __init__(self, context: dg.AssetExecutionContext, plan: JobPlan, project_root: Path, policy: RemotePolicy, op_name: str):
         self.context, self.plan, self.project_root, self.policy, self.op_name = context, plan, project_root, policy, op_name
         self.profile = plan.profile
-        from components.core.ssh import transport_for  # paramiko loads only where a step connects
-
         self.transport = transport_for(target_for(self.profile))
         self.client = SlurmClient(self.transport)
         log = context.log
         self.watch = ContactWatch(self.profile.name, policy.outage_tolerance_s, log.warning, log.info)
         self.restarts = 0
         self._scripts: dict[str, str] = {}  # job dir -> the script submitted there
+        self.job_known = False  # a job may be running: from here on nothing may fail without following it
 
     def _patiently(self, fn: Callable[..., T], *args, floor_s: float = 0.0) -> T:
-        """fn(*args), tried again while contact is lost; raises OutageTooLong after the tolerance."""
+        """fn(*args), tried again while contact is lost; raises OutageTooLong after the tolerance.
+
+        Before a job exists, a missing session or a refused host key or login fails the step at
+        once (dg.Failure with what to do). Once a job may be running, a missing session is waited
+        out like lost contact: `hpc login` within the tolerance lets the step carry on.
+        """
         while True:
             try:
                 value = fn(*args)
             except (ContactLost, SchedulerUnavailable) as exc:
                 time.sleep(self.watch.lost(exc, floor_s))
                 continue
+            except NoSession as exc:
+                if not self.job_known:
+                    raise dg.Failure(f"{exc}. Nothing was submitted.") from None
+                time.sleep(self.watch.lost(exc, floor_s))
+                continue
+            except TransportError as exc:
+                raise dg.Failure(f"{exc}" + ("" if not self.job_known else "\nThe job may still be running: re-execute this "
+                                             "step once this is fixed to re-attach to it.")) from None
             self.watch.restored()
             return value
 
@@ -183,6 +196,7 @@ class SlurmRun:
         try:
             previous = self._previous_job() if attempt == 1 else None
             if previous:
+                self.job_known = True
                 job_dir = previous.job_dir
                 log.info(f"re-attaching to Slurm job {previous.job_id} on {self.profile.name}: an earlier step of this run "
                          "submitted it and never reported its outcome")
@@ -302,17 +316,19 @@ class SlurmRun:
         self.context.instance.add_run_tags(self.context.run.run_id,
                                            {TAG_PREFIX + self.op_name: SubmittedJob(self.profile.name, UNCONFIRMED, job_dir).tag()})
         job_id = None
+        self.job_known = True  # from the moment sbatch runs, a job may exist
         while job_id is None:
             try:
                 job_id = self.client.submit(job_dir)
             except SubmissionError as exc:
                 raise dg.Failure(f"sbatch on {self.profile.name} refused the job: {exc}\njob dir: {job_dir}") from None
-            except (ContactLost, SchedulerUnavailable) as exc:
+            except (ContactLost, SchedulerUnavailable, NoSession) as exc:
                 # The answer was lost, not necessarily the job: ask Slurm before submitting again.
                 self.context.log.warning(f"no answer from sbatch ({exc}); looking for the job before submitting again")
                 time.sleep(self.watch.lost(exc))
                 job_id = self._patiently(self.client.job_in_dir, job_dir)
         job = SubmittedJob(self.profile.name, job_id, job_dir)
+        self.job_known = True
         self.context.instance.add_run_tags(self.context.run.run_id, {TAG_PREFIX + self.op_name: job.tag()})
         self.context.log.info(f"submitted Slurm job {job_id} on {self.profile.name} ({job_dir})")
         return job

@@ -21,7 +21,8 @@ from fabric import Config, Connection
 
 from components.core import known_hosts as kh
 from components.core.ssh_target import (  # noqa: F401 - the public names of this module's callers
-    CommandResult, ContactLost, Hop, RemoteCommandError, SSHTarget, TransportError, expand, target_for,
+    CommandResult, ContactLost, Hop, NoSession, RemoteCommandError, SSHTarget, TransportError, expand, put_command, put_timeout_s,
+    target_for,
 )
 from components.core.ssh_auth import certificate_validity, check_certificate, interactive_answers  # noqa: F401 - also used by callers of this module
 
@@ -261,11 +262,7 @@ class Transport:
 
     def put(self, data: bytes, remote_path: str, mode: int = 0o600) -> None:
         """Write a file private from its first byte and whole or not at all (renamed into place)."""
-        path = shlex.quote(remote_path)
-        part = shlex.quote(remote_path + ".part")
-        # Allow for slow links: at least 1 MB/s on top of the usual two minutes.
-        self.run(f"umask 077 && cat > {part} && test $(stat -c %s {part}) = {len(data)} && chmod {mode:o} {part} && mv -f {part} {path}",
-                 stdin=data, timeout=120 + len(data) / 1e6)
+        self.run(put_command(remote_path, len(data), mode), stdin=data, timeout=put_timeout_s(len(data)))
 
     def close(self) -> None:
         with self._lock:
@@ -283,22 +280,4 @@ class Transport:
                 self._conn = None
 
 
-_POOL: dict[SSHTarget, Transport] = {}
-_POOL_LOCK = threading.Lock()
-
-
-def transport_for(target: SSHTarget) -> Transport:
-    """The process-wide transport for a target: concurrent steps share one connection."""
-    with _POOL_LOCK:
-        # Keyed by the whole target: a different known_hosts or key is a different connection.
-        transport = _POOL.get(target)
-        if transport is None:
-            transport = _POOL[target] = Transport(target)
-        return transport
-
-
-def close_all() -> None:
-    with _POOL_LOCK:
-        for transport in _POOL.values():
-            transport.close()
-        _POOL.clear()
+from components.core.transports import close_all, transport_for  # noqa: E402,F401 - where callers have always found them

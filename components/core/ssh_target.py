@@ -7,15 +7,21 @@ paramiko and fabric; only a step that really connects does.
 from __future__ import annotations
 
 import getpass
+import shlex
 import os
 from dataclasses import dataclass
 
 from components.core.errors import ConfigError
 from components.core.profiles import ClusterProfile, from_environment
+from components.core.units import parse_time_s
 
 
 class TransportError(RuntimeError):
     """The cluster could not be reached or refused us; the message says what to do."""
+
+
+class NoSession(TransportError):
+    """No usable session for a password + OTP cluster: only `hpc login <cluster>` in a terminal opens one."""
 
 
 class ContactLost(TransportError):
@@ -46,6 +52,9 @@ class SSHTarget:
     password_env: str | None = None
     otp_env: str | None = None
     connect_timeout_s: float = 15.0
+    cluster: str = ""  # the profile's name: names the session and goes into every message
+    session: str = "shared"  # shared: one OpenSSH master for every process; process: one paramiko connection each
+    session_lifetime_s: int = 12 * 3600
 
 
 def expand(path: str | None) -> str | None:
@@ -92,6 +101,9 @@ def target_for(profile: ClusterProfile) -> SSHTarget:
         keepalive_s=ssh.keepalive_s,
         password_env=ssh.password_env,
         otp_env=ssh.otp_env,
+        cluster=profile.name,
+        session=ssh.session,
+        session_lifetime_s=parse_time_s(ssh.session_lifetime),
     )
 
 
@@ -107,3 +119,16 @@ class RemoteCommandError(TransportError):
         self.result = result
         head = command if len(command) < 200 else command[:200] + "..."
         super().__init__(f"remote command failed with exit code {result.exit_code}: {head}\n{result.stderr.strip()}")
+
+
+def put_command(remote_path: str, size: int, mode: int) -> str:
+    """The command that writes stdin to `remote_path`: private from its first byte, whole or not at
+    all (size checked, then renamed into place); `mode` applied before the rename."""
+    path = shlex.quote(remote_path)
+    part = shlex.quote(remote_path + ".part")
+    return f"umask 077 && cat > {part} && test $(stat -c %s {part}) = {size} && chmod {mode:o} {part} && mv -f {part} {path}"
+
+
+def put_timeout_s(size: int) -> float:
+    """Seconds allowed for a put of `size` bytes: two minutes plus 1 s per MB for slow links."""
+    return 120 + size / 1e6

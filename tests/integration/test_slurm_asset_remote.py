@@ -16,11 +16,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from components.core import ssh
+from components.core import ssh, transports
+from components.core.session import close_all as close_sessions
 from components.core.metrics import SUB_SECOND
 from components.core.run_metadata import RUN_KEYS
 from tests.conftest import copy_project, materialize as _materialize
-from tests.integration.conftest import ssh_as_user
+from tests.integration.conftest import SSHD_LOG, ssh_as_user
+from tests.integration.logs import LogMark
 
 pytestmark = pytest.mark.integration
 
@@ -198,17 +200,18 @@ def test_secrets_reach_the_job_but_not_the_script(project, monkeypatch):
     assert not any("s3cr3t-value" in (r.user_message or "") for r in instance.all_logs(result.run_id))
 
 
-def test_twenty_assets_share_one_connection(project, monkeypatch):
+def test_twenty_assets_share_one_login(project, monkeypatch):
     _workload(project, "tiny.py", "from dagster_pipes import open_dagster_pipes\nwith open_dagster_pipes() as p:\n    p.report_asset_materialization(metadata={'ok': 1})\n")
     names = [f"fan_{i:02d}" for i in range(20)]
     for name in names:
         _asset(project, name, "tiny.py", resources='time: "00:02:00"')
     ssh.close_all()
+    close_sessions(Path(os.environ["HPC_SESSION_DIR"]))
+    logins = LogMark(SSHD_LOG)
     result, _ = _materialize(project, names, monkeypatch)
     assert result.success, _failure_text(result)
     assert len(result.get_asset_materialization_events()) == 20
-    transports = list(ssh._POOL.values())
-    assert len(transports) == 1 and transports[0].connects == 1
+    assert logins.count("Accepted publickey") == 1
 
 
 def test_jump_host_path(project, monkeypatch):
@@ -222,7 +225,7 @@ def test_jump_host_path(project, monkeypatch):
     ssh.close_all()
     result, _ = _materialize(project, ["jumped"], monkeypatch)
     assert result.success, _failure_text(result)
-    transport = next(iter(ssh._POOL.values()))
+    transport = next(iter(transports._POOL.values()))
     assert [h.port for h in transport.target.jumps] == [2223]
 
 
