@@ -38,12 +38,14 @@ def load_checked(project_root: Path) -> tuple[dg.Definitions | None, ConfigError
     dagster's component tree and stack. Any other exception is a bug and propagates unchanged.
     """
     from components.core.graph_check import check_graph
+    from components.session_sensor import with_sessions_sensor
 
     error = defs_error(project_root)
     if error is not None:
         return None, error
     try:
-        return check_graph(dg.load_from_defs_folder(path_within_project=Path(project_root))), None
+        defs = check_graph(dg.load_from_defs_folder(path_within_project=Path(project_root)))
+        return with_sessions_sensor(defs, Path(project_root)), None
     except Exception as exc:  # noqa: BLE001 - only our ConfigError is unwrapped; the rest re-raised
         mistake = _config_error(exc)
         if mistake is None:
