@@ -6,7 +6,7 @@ Every query tells three answers apart: the job's state, "Slurm does not know thi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 import re
 import shlex
@@ -133,6 +133,23 @@ class SlurmClient:
         state, reason, nodes, restarts = ([part.strip() for part in lines[0].split("|")] + ["", "", "", ""])[:4]
         return QueueState(state, reason, nodes, int(restarts) if restarts.isdigit() else 0)
 
+    def queue_states(self, job_ids: Iterable[str]) -> dict[str, QueueState]:
+        """Many jobs with one squeue: {job id as squeue prints it: QueueState}; ids it does not know are absent.
+
+        Seen on Slurm 22.05: several ids, some or all unknown, exit 0 and list the known ones (squeue
+        loads all jobs and filters); one unknown id alone exits 1 with "Invalid job id specified".
+        Raises SchedulerUnavailable when the controller did not answer (exit 1, "Unable to contact
+        slurm controller"), ValueError for an id that is not a Slurm job id.
+        """
+        ids = sorted({_base_id(job_id) for job_id in job_ids})
+        if not ids:
+            return {}
+        result = self.transport.run(f"squeue -h -t all -j {','.join(map(str, ids))} -O 'JobID:|,{self.SQUEUE_FORMAT}'",
+                                    check=False, timeout=60)
+        if result.exit_code != 0 and "Invalid job id" not in result.stderr:
+            raise SchedulerUnavailable(_first_line(result.stderr) or f"squeue exited {result.exit_code}")
+        return parse_queue_states(result.stdout)
+
     SACCT_FIELDS = ("JobID", "State", "ExitCode", "Elapsed", "ElapsedRaw", "Submit", "Start", "End", "NNodes", "NCPUS", "TotalCPU", "AllocTRES", "NodeList", "MaxRSS", "Timelimit")
 
     def accounting(self, job_id: str, attempts: int = 10, delay_s: float = 0.5) -> Accounting | None:
@@ -149,6 +166,31 @@ class SlurmClient:
                 return record
             time.sleep(delay_s * (1 + attempt // 3))
         return None
+
+    def accountings(self, job_ids: Iterable[str]) -> dict[str, Accounting]:
+        """Many jobs with one sacct, no retry: {job id as asked: its record}, final or not (see ACTIVE).
+
+        A job without a record yet (it ended a second ago, or is unknown) is absent. Raises
+        SchedulerUnavailable when sacct fails (slurmdbd down), ValueError for a malformed id.
+        """
+        asked = [str(job_id) for job_id in job_ids]
+        return self.parse_accountings(asked, self.sacct_text(asked)) if asked else {}
+
+    def sacct_text(self, job_ids: Iterable[str]) -> str:
+        """`sacct -n -P` output of SACCT_FIELDS for the jobs (and their steps), one call.
+
+        Raises SchedulerUnavailable when sacct fails, ValueError for a malformed id.
+        """
+        ids = ",".join(map(str, sorted({_base_id(job_id) for job_id in job_ids})))
+        result = self.transport.run(f"sacct -j {ids} -n -P --format={','.join(self.SACCT_FIELDS)}", check=False, timeout=60)
+        if result.exit_code != 0:
+            raise SchedulerUnavailable(_first_line(result.stderr) or f"sacct exited {result.exit_code}")
+        return result.stdout
+
+    def parse_accountings(self, job_ids: Iterable[str], text: str) -> dict[str, Accounting]:
+        """Records of the given jobs in `sacct -n -P` output of SACCT_FIELDS; jobs without one are absent."""
+        records = {str(job_id): self._parse_sacct(str(job_id), text) for job_id in job_ids}
+        return {job_id: record for job_id, record in records.items() if record is not None}
 
     def _parse_sacct(self, job_id: str, text: str) -> Accounting | None:
         rows = [dict(zip(self.SACCT_FIELDS, line.split("|"))) for line in text.strip().splitlines() if line.count("|") == len(self.SACCT_FIELDS) - 1]
@@ -168,6 +210,20 @@ class SlurmClient:
         """
         result = self.transport.run(f"scancel {_base_id(job_id)}", check=False, timeout=60)
         return result.exit_code == 0 or "already completed" in result.stderr or "Invalid job id" in result.stderr
+
+
+def parse_queue_states(text: str) -> dict[str, QueueState]:
+    """`squeue -O 'JobID:|,State:|,Reason:|,NodeList:|,RestartCnt:|'` lines: {job id: QueueState}.
+
+    Keys are as squeue prints them: "123", an array task "123_4", a pending array's "123_[5-9]".
+    Lines that do not start with a job id (warnings) are skipped.
+    """
+    states = {}
+    for line in text.splitlines():
+        job_id, state, reason, nodes, restarts = ([part.strip() for part in line.split("|")] + [""] * 5)[:5]
+        if re.fullmatch(r"\d+(_(\d+|\[[\d,\-%]+\]))?(\+\d+)?", job_id) and state:
+            states[job_id] = QueueState(state, reason, nodes, int(restarts) if restarts.isdigit() else 0)
+    return states
 
 
 def _base_id(job_id: str) -> int:
