@@ -27,7 +27,8 @@ from components.core.ssh_target import TransportError
 
 if TYPE_CHECKING:
     from components.core.ssh import Transport
-from components.core.tail import LINE_CAP, RemoteTail, ShortRead, StderrTail, cap_line
+from components.core.shared_tail import follower
+from components.core.tail import LINE_CAP, ShortRead, StderrTail, cap_line
 
 # Results (and the end of the session that follows them) count only from the job's last execution.
 HELD_BACK = ("report_asset_materialization", "report_asset_check", "closed")
@@ -83,7 +84,18 @@ class RemoteFileMessageReader(dg.PipesMessageReader):
             thread.join(timeout=self.final_patience_s + 60)
 
     def _follow(self, handler, stop: threading.Event) -> None:
-        tail = RemoteTail(self.transport.run, {"messages": self.messages_path})
+        tail = follower(self.transport, {"messages": self.messages_path}, self.interval_s)
+        try:
+            self._follow_with(tail, handler, stop)
+        finally:
+            close = getattr(tail, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:  # noqa: BLE001 - a leftover registration expires on its own
+                    self._log(f"could not unregister the job's files from the shared reader: {exc}")
+
+    def _follow_with(self, tail, handler, stop: threading.Event) -> None:
         pause = self.interval_s
         while True:
             final = stop.is_set()
@@ -105,7 +117,7 @@ class RemoteFileMessageReader(dg.PipesMessageReader):
             if not read.more:
                 stop.wait(self.interval_s)
 
-    def _final_reads(self, tail: RemoteTail, handler) -> bool:
+    def _final_reads(self, tail, handler) -> bool:
         """Read to the end of every file, partial last lines included; False if contact never came back."""
         deadline = time.monotonic() + self.final_patience_s
         pause = 1.0

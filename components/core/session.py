@@ -13,9 +13,7 @@ with the command that opens one.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -28,6 +26,7 @@ from pathlib import Path
 
 from components.core import ssh_config
 from components.core.errors import ConfigError
+from components.core.shared_files import LockTimeout, flocked, read_json, write_json
 from components.core.ssh_target import ContactLost, NoSession, SSHTarget, TransportError
 
 SESSION_DIR_ENV = "HPC_SESSION_DIR"
@@ -143,10 +142,7 @@ class Session:
 
     # -- state ----------------------------------------------------------------------------------
     def record(self) -> dict | None:
-        try:
-            return json.loads(self.record_path.read_text())
-        except (OSError, ValueError):
-            return None
+        return read_json(self.record_path)
 
     def alive(self) -> bool:
         """Does a master answer on the control socket? (`ssh -O check`, a few ms)."""
@@ -171,21 +167,11 @@ class Session:
     @contextlib.contextmanager
     def locked(self, wait_s: float = OPEN_WAIT_S) -> Iterator[None]:
         """One opener at a time: processes that find no master wait for the one opening it."""
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            deadline = time.monotonic() + wait_s
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise ContactLost(f"another process has been opening the session to {self.target.cluster} "
-                                          f"for {wait_s:.0f}s") from None
-                    time.sleep(0.05)
-            yield
-        finally:
-            os.close(fd)
+            with flocked(self.lock_path, wait_s):
+                yield
+        except LockTimeout:
+            raise ContactLost(f"another process has been opening the session to {self.target.cluster} for {wait_s:.0f}s") from None
 
     # -- opening and closing ----------------------------------------------------------------------
     def no_session(self, why: str) -> NoSession:
@@ -259,10 +245,7 @@ class Session:
         self.opens += 1
         record = {"cluster": target.cluster, "user": target.login.user, "host": target.login.host, "port": target.login.port,
                   "auth": target.auth, "opened_at": time.time(), "expires_at": expires, "opened_by": opened_by}
-        part = self.record_path.with_suffix(".part")
-        part.write_text(json.dumps(record))
-        os.chmod(part, 0o600)
-        os.replace(part, self.record_path)
+        write_json(self.record_path, record)
 
     def forget(self) -> None:
         """Drop what a master that is gone left behind (a stale socket, its record)."""

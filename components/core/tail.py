@@ -92,8 +92,10 @@ class RemoteTail:
             )
         return "; ".join(parts)
 
-    def read(self, final: bool = False) -> TailRead:
-        """One round trip. Raises ShortRead (offsets unchanged) and whatever `run` raises."""
+    def read(self, final: bool | set[str] = False) -> TailRead:
+        """One round trip. `final`: True, or the names of the files whose writer has ended (their
+        partial last lines are handed out too). Raises ShortRead (offsets unchanged) and whatever
+        `run` raises."""
         result = self._run(self.command(), check=False, timeout=120)
         answers = result.stdout.split("\n")
         if len(answers) < len(self.paths) or any(not a.endswith(" .") for a in answers[: len(self.paths)]):
@@ -115,7 +117,8 @@ class RemoteTail:
                 out.truncated.append(name)
             if len(data) >= self.read_cap:
                 out.more = True
-            if final or (len(data) >= self.read_cap and b"\n" not in data):
+            ended = final if isinstance(final, bool) else name in final
+            if ended or (len(data) >= self.read_cap and b"\n" not in data):
                 complete = len(data)  # the job ended, or one line is longer than a whole read
             else:
                 complete = data.rfind(b"\n") + 1
