@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The project's own Slurm test cluster, on this machine: munge, MariaDB + slurmdbd (accounting is
 # always on, so sacct works), slurmctld, two slurmd nodes, a key-only sshd "login node" on
-# 127.0.0.1:2222 and a second sshd as jump host on 127.0.0.1:2223. Partitions, QoS, accounts and
+# 127.0.0.1:2222, a second sshd as jump host on 127.0.0.1:2223 and a third door to the login node
+# on 127.0.0.1:2224 that takes a password and then a TOTP code through PAM (pam_unix, pam_oath;
+# it owns /etc/pam.d/sshd and /etc/users.oath while up). Partitions, QoS, accounts and
 # (stand-in) GPUs mimic the sites in clusters/*.yaml, so the job scripts rendered from those
 # profiles can be tried with `sbatch --test-only` and really run, on one or two nodes.
 #
@@ -10,11 +12,11 @@
 #   scripts/test-cluster.sh down            # cancel jobs, stop every daemon by its PID file
 #   scripts/test-cluster.sh down --purge    # ... and delete the state dir and the configs written here
 #   scripts/test-cluster.sh install         # packages only (used by docker/Dockerfile)
-#   scripts/test-cluster.sh stop DAEMON     # fault injection: stop one daemon (sshd-login also drops
+#   scripts/test-cluster.sh stop DAEMON     # fault injection: stop one daemon (an sshd-* also drops
 #   scripts/test-cluster.sh start DAEMON    #   every open session, as a reboot would), start it again
 #   scripts/test-cluster.sh flaky-squeue on|off   # squeue fails every other call for the test user,
 #                                           #   as on a busy controller ("Socket timed out")
-#   DAEMON: munged mariadb slurmdbd slurmctld slurmd-hpc-node1 ... sshd-login sshd-jump
+#   DAEMON: munged mariadb slurmdbd slurmctld slurmd-hpc-node1 ... sshd-login sshd-jump sshd-otp
 #
 # Debian 12, run as root, no systemd: daemons are started by hand and tracked by PID files.
 # After `up`: source "$HPC_TEST_CLUSTER_DIR/env.sh" (connection details for tests and the docker profile).
@@ -23,8 +25,9 @@
 #   HPC_TEST_CLUSTER_DIR  client files (ssh/, env.sh); default ${TMPDIR:-/tmp}/hpc-test-cluster
 #   HPC_TEST_STATE_DIR    daemon state, logs, PID files; default $HPC_TEST_CLUSTER_DIR/state
 #                         (docker-compose keeps it inside the container, off the host bind mount)
-#   HPC_TEST_USER (slurmuser), HPC_TEST_SSH_PORT (2222), HPC_TEST_JUMP_PORT (2223)
-#   HPC_TEST_SSH_LISTEN   address both sshd listen on (127.0.0.1; 0.0.0.0 inside a container)
+#   HPC_TEST_USER (slurmuser), HPC_TEST_SSH_PORT (2222), HPC_TEST_JUMP_PORT (2223),
+#   HPC_TEST_OTP_PORT (2224: password + TOTP through PAM keyboard-interactive, as VSC-5's port 22)
+#   HPC_TEST_SSH_LISTEN   address every sshd listens on (127.0.0.1; 0.0.0.0 inside a container)
 #   HPC_TEST_NODE_COUNT   number of slurmd nodes (2; 1 for a single node)
 #   HPC_TEST_CGROUPS      auto|0|1 (cgroup v1 memory/core enforcement; auto = when v1 is mounted)
 #   HPC_TEST_CLUSTER_OWNER  uid:gid that gets ssh/ and env.sh (a host user reading a bind mount)
@@ -42,6 +45,7 @@ STATE=${HPC_TEST_STATE_DIR:-$DIR/state}
 TEST_USER=${HPC_TEST_USER:-slurmuser}
 SSH_PORT=${HPC_TEST_SSH_PORT:-2222}
 JUMP_PORT=${HPC_TEST_JUMP_PORT:-2223}
+OTP_PORT=${HPC_TEST_OTP_PORT:-2224}
 SSH_LISTEN=${HPC_TEST_SSH_LISTEN:-127.0.0.1}
 NODE_COUNT=${HPC_TEST_NODE_COUNT:-2}
 CGROUPS=${HPC_TEST_CGROUPS:-auto}
@@ -60,6 +64,12 @@ RUN=$STATE/run
 LOG=$STATE/log
 DB=$STATE/mysql
 SITE=$STATE/site      # the stand-in site software stack: apps/ and modulefiles/
+OTP=$STATE/otp        # the test user's password and TOTP secret (0600)
+OATH_USERS=/etc/users.oath
+# OpenSSH 9.2 has no PAMServiceName: every sshd with UsePAM uses the service `sshd`. Only the OTP
+# node has UsePAM yes; the original file is kept beside it and put back by `down`.
+PAM_SSHD=/etc/pam.d/sshd
+PAM_SSHD_ORIG=/etc/pam.d/sshd.hpc-test-orig
 NETNS=hpctest-compute
 HOST_ADDR=10.251.0.1  # the controller as the compute namespace reaches it
 NODE_ADDR=10.251.0.2
@@ -145,7 +155,7 @@ alive() {
 daemons() { # in start order
   local i; printf '%s\n' munged mariadb slurmdbd slurmctld
   for i in $(seq 1 "$NODE_COUNT"); do echo "slurmd-$NODE_PREFIX$i"; done
-  printf '%s\n' sshd-login sshd-jump
+  printf '%s\n' sshd-login sshd-jump sshd-otp
 }
 
 wait_for() { # wait_for <timeout_s> <cmd...>
@@ -162,7 +172,8 @@ write_if_changed() { # write_if_changed <file> [mode]
 }
 
 install_packages() {
-  local pkgs=(slurmctld slurmd slurm-client munge openssh-server slurmdbd mariadb-server environment-modules acl) missing=() p
+  local pkgs=(slurmctld slurmd slurm-client munge openssh-server slurmdbd mariadb-server environment-modules acl
+    libpam-oath oathtool) missing=() p
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
@@ -194,9 +205,58 @@ prepare_dirs() {
 setup_user() {
   id "$TEST_USER" >/dev/null 2>&1 || useradd -m -s /bin/bash "$TEST_USER"
   # useradd leaves the password '!' (locked), and sshd without PAM refuses locked accounts even for
-  # key logins; '*' means "no password can match" without locking.
-  [ "$(getent shadow "$TEST_USER" | cut -d: -f2)" = '*' ] || usermod -p '*' "$TEST_USER"
+  # key logins. The OTP node needs a real password anyway; the key-only nodes never ask for it.
+  setup_password
   chmod 755 "/home/$TEST_USER"
+}
+
+# A random password and TOTP secret, made once and kept in $OTP (hex, so env.sh needs no quoting).
+# chpasswd salts anew each time, so the hash it wrote is remembered: an unchanged `up` keeps it.
+setup_password() {
+  install -d -m 0700 "$OTP"
+  [ -s "$OTP/password" ] || (umask 077; od -An -N12 -tx1 /dev/urandom | tr -d ' \n' > "$OTP/password")
+  [ -s "$OTP/secret" ]   || (umask 077; od -An -N20 -tx1 /dev/urandom | tr -d ' \n' > "$OTP/secret")
+  chmod 0600 "$OTP/password" "$OTP/secret"
+  if [ "$(getent shadow "$TEST_USER" | cut -d: -f2)" != "$(cat "$OTP/password.hash" 2>/dev/null)" ]; then
+    printf '%s:%s\n' "$TEST_USER" "$(cat "$OTP/password")" | chpasswd
+    (umask 077; getent shadow "$TEST_USER" | cut -d: -f2 > "$OTP/password.hash")
+    log "password of $TEST_USER set (in $OTP/password)"
+  fi
+}
+
+# pam_oath reads the secret from $OATH_USERS and writes the last accepted code back into that line
+# (a step counter, the code, the time), then refuses that code and, as tried, any of an earlier
+# step; rewriting the file only when the secret changed keeps that record across `up`.
+setup_otp() {
+  local secret; secret=$(cat "$OTP/secret")
+  # pam_oath separates the fields it writes back with tabs.
+  if ! grep -qxE "HOTP/T30[[:space:]]+$TEST_USER[[:space:]]+-[[:space:]]+$secret([[:space:]].*)?" "$OATH_USERS" 2>/dev/null; then
+    (umask 077; printf 'HOTP/T30 %s - %s\n' "$TEST_USER" "$secret" > "$OATH_USERS")
+    log "TOTP secret of $TEST_USER written to $OATH_USERS"
+  fi
+  chown root:root "$OATH_USERS"; chmod 0600 "$OATH_USERS"
+  if [ -f "$PAM_SSHD" ] && ! grep -qF "$MARKER" "$PAM_SSHD" && [ ! -e "$PAM_SSHD_ORIG" ]; then
+    cp -p "$PAM_SSHD" "$PAM_SSHD_ORIG"
+  fi
+  # Password first, then the code, each its own prompt ("Password: ", then "One-time password
+  # (OATH) for `USER': "); `requisite` stops at a wrong password before any code is asked for.
+  # nodelay: no 2 s pause after a failure, tests provoke many. No pam_loginuid/pam_systemd: they
+  # fail inside a container and the test cluster needs neither.
+  write_if_changed "$PAM_SSHD" <<EOF || true
+$MARKER
+# For the OTP login node (sshd-otp); \`down\` puts back the original, kept in $PAM_SSHD_ORIG.
+auth     requisite  pam_unix.so nodelay
+auth     required   pam_oath.so usersfile=$OATH_USERS window=20 digits=6
+account  required   pam_unix.so
+session  required   pam_unix.so
+password required   pam_deny.so
+EOF
+}
+
+restore_pam() {
+  if [ -f "$PAM_SSHD" ] && grep -qF "$MARKER" "$PAM_SSHD" && [ -f "$PAM_SSHD_ORIG" ]; then
+    mv -f "$PAM_SSHD_ORIG" "$PAM_SSHD"; log "restored $PAM_SSHD"
+  fi
 }
 
 # The compute nodes' network: a namespace joined to this machine by a veth pair and nothing else, so
@@ -506,7 +566,7 @@ start_slurm() {
 }
 
 start_sshd() {
-  local hostkeys=$STATE/sshd name port cert
+  local hostkeys=$STATE/sshd name port cert auth
   [ -f "$hostkeys/login_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C hpc-test-login -f "$hostkeys/login_ed25519"
   [ -f "$hostkeys/jump_ed25519" ]  || ssh-keygen -q -t ed25519 -N '' -C hpc-test-jump  -f "$hostkeys/jump_ed25519"
   [ -f "$SSH/id_ed25519" ]         || ssh-keygen -q -t ed25519 -N '' -C hpc-test-client -f "$SSH/id_ed25519"
@@ -521,26 +581,39 @@ start_sshd() {
   install -d -o "$TEST_USER" -g "$TEST_USER" -m 0700 "/home/$TEST_USER/.ssh"
   install -o "$TEST_USER" -g "$TEST_USER" -m 0600 "$SSH/id_ed25519.pub" "/home/$TEST_USER/.ssh/authorized_keys"
   install -d -m 0755 /run/sshd   # sshd's privilege-separation directory
-  for name in login jump; do
-    if [ $name = login ]; then port=$SSH_PORT; else port=$JUMP_PORT; fi
-    # Only the login node has a certificate; the jump host's config stays as it was.
+  setup_otp
+  for name in login jump otp; do
+    case $name in login) port=$SSH_PORT ;; jump) port=$JUMP_PORT ;; otp) port=$OTP_PORT ;; esac
+    # Only the login node has a certificate; the jump host's config stays as it was. The OTP node
+    # is another door to the same login node, so it presents the same host key.
     if [ $name = login ]; then cert=$'\n'"HostCertificate $hostkeys/login_ed25519-cert.pub"; else cert=; fi
-    # Our own config file (not /etc/ssh/sshd_config): key-only, this user only, no PAM. No AcceptEnv:
-    # nothing the client sends may change the job environment. MaxStartups/MaxSessions are raised
-    # because parallel tests open many connections at once.
-    write_if_changed "$hostkeys/sshd_$name.conf" <<EOF && alive "sshd-$name" && stop_daemon "sshd-$name"
-$MARKER
-Port $port
-ListenAddress $SSH_LISTEN
-HostKey $hostkeys/${name}_ed25519$cert
-PidFile $RUN/sshd-$name.pid
-AllowUsers $TEST_USER
-PermitRootLogin no
+    if [ $name = otp ]; then
+      # Password + one-time code through PAM (setup_otp), nothing else, as VSC-5's port 22.
+      auth="HostKey $hostkeys/login_ed25519
+PubkeyAuthentication no
+PasswordAuthentication no
+KbdInteractiveAuthentication yes
+UsePAM yes
+AuthenticationMethods keyboard-interactive"
+    else
+      auth="HostKey $hostkeys/${name}_ed25519$cert
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
-AuthorizedKeysFile .ssh/authorized_keys
+AuthorizedKeysFile .ssh/authorized_keys"
+    fi
+    # Our own config file (not /etc/ssh/sshd_config), this user only. No AcceptEnv: nothing the
+    # client sends may change the job environment. MaxStartups/MaxSessions are raised because
+    # parallel tests open many connections at once.
+    write_if_changed "$hostkeys/sshd_$name.conf" <<EOF && alive "sshd-$name" && stop_daemon "sshd-$name"
+$MARKER
+Port $port
+ListenAddress $SSH_LISTEN
+PidFile $RUN/sshd-$name.pid
+AllowUsers $TEST_USER
+PermitRootLogin no
+$auth
 AllowTcpForwarding yes
 X11Forwarding no
 PrintMotd no
@@ -557,7 +630,8 @@ EOF
   done
   # Clients pin these keys; the host names are what they connect to (also through the jump host).
   { echo "[127.0.0.1]:$SSH_PORT $(cut -d' ' -f1,2 "$hostkeys/login_ed25519.pub")"
-    echo "[127.0.0.1]:$JUMP_PORT $(cut -d' ' -f1,2 "$hostkeys/jump_ed25519.pub")"; } \
+    echo "[127.0.0.1]:$JUMP_PORT $(cut -d' ' -f1,2 "$hostkeys/jump_ed25519.pub")"
+    echo "[127.0.0.1]:$OTP_PORT $(cut -d' ' -f1,2 "$hostkeys/login_ed25519.pub")"; } \
     | write_if_changed "$SSH/known_hosts" || true
   # The CA's public key, for known_hosts files with a `@cert-authority` line (tests write their own).
   cut -d' ' -f1,2 "$hostkeys/host_ca.pub" | write_if_changed "$SSH/host_ca.pub" || true
@@ -586,12 +660,16 @@ EOF
 }
 
 write_env() {
-  write_if_changed "$DIR/env.sh" <<EOF || true
+  # 0600: it holds the OTP node's password.
+  write_if_changed "$DIR/env.sh" 600 <<EOF || true
 $MARKER
 export HPC_TEST_CLUSTER_DIR=$DIR
 export HPC_TEST_SSH_HOST=127.0.0.1
 export HPC_TEST_SSH_PORT=$SSH_PORT
 export HPC_TEST_JUMP_PORT=$JUMP_PORT
+export HPC_TEST_OTP_PORT=$OTP_PORT
+export HPC_TEST_OTP_PASSWORD=$(cat "$OTP/password")
+export HPC_TEST_OTP_SECRET=$(cat "$OTP/secret")
 export HPC_TEST_USER=$TEST_USER
 export HPC_TEST_SSH_KEY=$SSH/id_ed25519
 export HPC_TEST_KNOWN_HOSTS=$SSH/known_hosts
@@ -659,6 +737,7 @@ cmd_down() {
   for d in $(daemons | tac); do stop_daemon "$d"; done
   # slurmd of a node count that was changed since `up`
   for d in "$RUN"/slurmd-*.pid; do [ -e "$d" ] && stop_daemon "$(basename "$d" .pid)"; done
+  restore_pam
   if [ "${1:-}" = --purge ]; then
     local f
     for f in slurm.conf gres.conf cgroup.conf slurmdbd.conf; do
@@ -674,7 +753,8 @@ cmd_down() {
     sed -i "\|^$STATE/site/modulefiles\$|d" /etc/environment-modules/modulespath 2>/dev/null || true
     [ -f /etc/profile.d/hpc-test-site.sh ] && grep -qF "$MARKER" /etc/profile.d/hpc-test-site.sh && rm -f /etc/profile.d/hpc-test-site.sh
     ip link del hpc-c0 2>/dev/null || true; ip netns del "$NETNS" 2>/dev/null || true
-    rm -rf "${STATE:?}"/{run,log,mysql,slurmctld,slurmd,sshd,gpu,site,accounting.applied} "${DIR:?}"/{ssh,env.sh}
+    [ -s "$OTP/secret" ] && grep -qF "$(cat "$OTP/secret")" "$OATH_USERS" 2>/dev/null && rm -f "$OATH_USERS"
+    rm -rf "${STATE:?}"/{run,log,mysql,slurmctld,slurmd,sshd,gpu,site,otp,accounting.applied} "${DIR:?}"/{ssh,env.sh}
     rmdir "$STATE" "$DIR" 2>/dev/null || true
     log "purged $DIR, $STATE and the /etc/slurm configs written here"
   fi
