@@ -136,15 +136,18 @@ class SlurmClient:
     def queue_states(self, job_ids: Iterable[str]) -> dict[str, QueueState]:
         """Many jobs with one squeue: {job id as squeue prints it: QueueState}; ids it does not know are absent.
 
-        Seen on Slurm 22.05: several ids, some or all unknown, exit 0 and list the known ones (squeue
-        loads all jobs and filters); one unknown id alone exits 1 with "Invalid job id specified".
+        Only this user's jobs are seen (another user's id is absent). Seen on Slurm 22.05: several ids,
+        some or all unknown, exit 0 and list the known ones (squeue loads the user's jobs and filters);
+        one unknown id alone exits 1 with "Invalid job id specified".
         Raises SchedulerUnavailable when the controller did not answer (exit 1, "Unable to contact
         slurm controller"), ValueError for an id that is not a Slurm job id.
         """
         ids = sorted({_base_id(job_id) for job_id in job_ids})
         if not ids:
             return {}
-        result = self.transport.run(f"squeue -h -t all -j {','.join(map(str, ids))} -O 'JobID:|,{self.SQUEUE_FORMAT}'",
+        # --me: with several ids squeue asks for the user's jobs (REQUEST_JOB_USER_INFO, filtered by the
+        # controller), not for every job on the cluster (REQUEST_JOB_INFO); steps follow only their own.
+        result = self.transport.run(f"squeue --me -h -t all -j {','.join(map(str, ids))} -O 'JobID:|,{self.SQUEUE_FORMAT}'",
                                     check=False, timeout=60)
         if result.exit_code != 0 and "Invalid job id" not in result.stderr:
             raise SchedulerUnavailable(_first_line(result.stderr) or f"squeue exited {result.exit_code}")
