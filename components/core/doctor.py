@@ -30,7 +30,7 @@ from components.core.doctor_report import CheckResult, duration, failed, one_lin
 from components.core.errors import ConfigError
 from components.core.profiles import ClusterProfile, load_profile
 from components.core.ssh import (
-    CommandResult, ContactLost, KnownHostsPolicy, SSHTarget, Transport, TransportError, presented_certificate, target_for, transport_for,
+    CommandResult, ContactLost, KnownHostsPolicy, NoSession, SSHTarget, Transport, TransportError, presented_certificate, target_for, transport_for,
 )
 from components.core.ssh_auth import certificate_validity, check_certificate
 
@@ -169,28 +169,33 @@ def host_key_result(policy: KnownHostsPolicy, key: paramiko.PKey | None, refusal
 
 
 def check_connection(ctx: Context) -> list[CheckResult]:
-    """The 'host key' and 'authentication' lines, from one real connection through the transport."""
+    """The 'host key' and 'authentication' lines: one command through the cluster's transport (its
+    session, opened here for keys and certificates), and the key the login node presents, read by a
+    bare key exchange to say which known_hosts line vouched for it."""
     target, transport = ctx.target, ctx.transport
     assert target is not None and transport is not None
     hop = target.login
+    policy = KnownHostsPolicy(target, hop)
     try:
-        conn = transport.connection()
+        echo = transport.run("echo hpc-doctor", check=False, timeout=ctx.command_timeout_s)
     except ConfigError as exc:
         if not ctx.ok("certificate"):
             return [skipped("host key", "certificate"), skipped("authentication", "certificate")]
         return [failed("host key", f"cannot connect: {exc.problem}", exc.fix), skipped("authentication", "host key")]
+    except NoSession as exc:
+        return [host_key_result(policy, presented_key(policy, target.connect_timeout_s)),
+                failed("authentication", str(exc), f"hpc login {target.cluster}, then re-run hpc doctor {target.cluster}")]
     except ContactLost as exc:
         return [failed("host key", f"cannot reach the login node to read its key: {exc}",
                        f"check ssh.host/ssh.port ({hop.host}:{hop.port}), VPN and jump hosts, then retry"),
                 skipped("authentication", "host key")]
     except TransportError as exc:
-        message, policy = str(exc), KnownHostsPolicy(target, hop)
+        message = str(exc)
         key = presented_key(policy, target.connect_timeout_s)
-        if "authentication" not in message.lower():
+        if "host key" in message.lower():
             return [host_key_result(policy, key, refusal=message), skipped("authentication", "host key")]
         return [host_key_result(policy, key), failed("authentication", message, _auth_fix(target))]
-    results = [host_key_result(KnownHostsPolicy(target, hop), conn.transport.get_remote_server_key())]
-    echo = ctx.run("echo hpc-doctor")
+    results = [host_key_result(policy, presented_key(policy, target.connect_timeout_s))]
     if echo.exit_code != 0 or echo.stdout.strip() != "hpc-doctor":
         results.append(failed("authentication", f"logged in as {hop.user}, but a command did not run: {one_line(echo.stderr) or echo.exit_code}",
                               "check the account's login shell and shell start-up files on the cluster"))

@@ -219,6 +219,9 @@ class Session:
             check_certificate(target.certificate_file)
             expires = min(expires, certificate_validity(target.certificate_file)[1])
         args = ["-M", "-N", "-f", "-o", "ControlMaster=yes", "-E", self.paths.log]
+        if target.auth == "password_otp":
+            # One try: a code is good once, so a second round would only burn the next one.
+            args += ["-o", "NumberOfPasswordPrompts=1"]
         env = dict(os.environ)
         if target.auth == "password_otp" and not interactive:
             askpass = self.dir / "askpass.sh"
@@ -226,7 +229,6 @@ class Session:
             os.chmod(askpass, 0o700)
             env |= {"SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force", "HPC_ASKPASS_PASSWORD_ENV": target.password_env or "",
                     "HPC_ASKPASS_OTP_ENV": target.otp_env or ""}
-            args += ["-o", "NumberOfPasswordPrompts=1"]
         elif not interactive:
             args += ["-o", "BatchMode=yes"]
         log_start = os.path.getsize(self.paths.log) if os.path.exists(self.paths.log) else 0

@@ -6,7 +6,7 @@ import pytest
 from components.core.errors import ConfigError
 from components.core.profiles import available_profiles, load_profile
 
-SITES = ["docker", "leonardo", "local", "musica", "vsc5"]
+SITES = ["docker", "docker-otp", "leonardo", "local", "musica", "vsc5", "vsc5-otp"]
 
 
 def test_every_shipped_profile_loads(clusters_dir):
@@ -26,6 +26,10 @@ def test_site_facts_are_data(clusters_dir):
     assert all(c.qos for c in musica.slurm.partitions.values())
     leonardo = load_profile("leonardo", clusters_dir)
     assert leonardo.ssh.auth == "certificate"
+    # Port 22 takes password + SMS code, for a 12 h session (docs.vsc.ac.at, 2FA).
+    otp = load_profile("vsc5-otp", clusters_dir)
+    assert (otp.ssh.port, otp.ssh.auth, otp.ssh.key_file, otp.ssh.session_lifetime) == (22, "password_otp", None, "12:00:00")
+    assert otp.slurm.partitions == vsc5.slurm.partitions
     assert leonardo.slurm.partitions["gpu_debug"].qos == "boost_qos_dbg"
     assert leonardo.environment.env["HF_HUB_OFFLINE"] == "1"
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from tests.integration.logs import LogMark
 
 __all__ = [
-    "LogMark", "OTPLogin", "OTPNode", "count_in_log", "fresh_otp_code", "last_used_code", "otp_code",
+    "LogMark", "OTPLogin", "OTPNode", "answer_prompts", "count_in_log", "fresh_otp_code", "last_used_code", "otp_code",
     "otp_env", "otp_login", "sshd_log",
 ]
 
@@ -140,19 +140,27 @@ class OTPLogin:
 
 def otp_login(node: OTPNode, password: str, code: str, command: str = "echo ok",
               timeout_s: float = 30, extra_ssh_args: tuple[str, ...] = ()) -> OTPLogin:
-    """Run `ssh -p PORT USER@HOST COMMAND` on a new pseudo-terminal (ssh reads answers from /dev/tty)
-    and answer "Password:" with `password` and the one-time-password prompt with `code`, each once:
-    a second round of a prompt means the node refused (NumberOfPasswordPrompts=1 ends it).
-    Raises TimeoutError after `timeout_s` seconds (ssh is killed)."""
+    """Run `ssh -p PORT USER@HOST COMMAND` on a new pseudo-terminal and answer its prompts (see
+    `answer_prompts`) with `password` and `code`, each once."""
     args = ["ssh", "-p", str(node.port), "-o", f"UserKnownHostsFile={node.known_hosts}",
             "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes",
             "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=keyboard-interactive",
             "-o", "NumberOfPasswordPrompts=1", "-o", "ControlPath=none", "-F", "/dev/null",
             *extra_ssh_args, f"{node.user}@{node.host}", command]
+    return answer_prompts(args, password, code, timeout_s=timeout_s)
+
+
+def answer_prompts(argv: list[str], password: str, code: str, *, cwd: Path | None = None, env: dict | None = None,
+                   timeout_s: float = 30) -> OTPLogin:
+    """Run `argv` on a new pseudo-terminal that is its controlling terminal (ssh reads answers from
+    /dev/tty, as a person types them) and answer "Password:" with `password` and the
+    one-time-password prompt with `code`, each once: a second round of a prompt means the node
+    refused (NumberOfPasswordPrompts=1 ends it). Raises TimeoutError after `timeout_s` seconds
+    (the process is killed)."""
     primary, secondary = os.openpty()
     # setsid -c: a new session whose controlling terminal is the pty, so /dev/tty is ours.
-    proc = subprocess.Popen(["setsid", "-w", "-c", *args], stdin=secondary, stdout=secondary,
-                            stderr=secondary, close_fds=True)
+    proc = subprocess.Popen(["setsid", "-w", "-c", *argv], stdin=secondary, stdout=secondary,
+                            stderr=secondary, close_fds=True, cwd=cwd, env=env)
     os.close(secondary)
     out, answered, prompts = "", 0, []
     deadline = time.monotonic() + timeout_s
@@ -160,7 +168,7 @@ def otp_login(node: OTPNode, password: str, code: str, command: str = "echo ok",
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"ssh to {node.host}:{node.port} still running after {timeout_s}s: {out[-500:]!r}")
+                raise TimeoutError(f"{argv[0]} still running after {timeout_s}s: {out[-500:]!r}")
             ready, _, _ = select.select([primary], [], [], min(left, 0.5))
             if not ready:
                 if proc.poll() is not None:
