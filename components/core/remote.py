@@ -28,6 +28,7 @@ from components.core.contact import ContactWatch, OutageTooLong
 from components.core.local import unreported_checks
 from components.core.metrics import job_metrics
 from components.core.outcome import Outcome, decide, pending_verdict
+from components.core.poller import SharedPoller
 from components.core.pipes_remote import RemoteFileContextInjector, RemoteFileMessageReader
 from components.core.reported import declared_results
 from components.core.run_metadata import NO_ACCOUNTING, NOT_ACCOUNTED, plan_values, run_metadata
@@ -95,6 +96,10 @@ class SlurmRun:
         self.profile = plan.profile
         self.transport = transport_for(target_for(self.profile))
         self.client = SlurmClient(self.transport)
+        # With a shared session every step process on this machine shares one squeue/sacct per
+        # interval (flock + cache files beside the session); `ssh.session: process` polls alone.
+        session = getattr(self.transport, "session", None)
+        self.poller = SharedPoller(self.client, session.poll_dir) if session is not None else None
         log = context.log
         self.watch = ContactWatch(self.profile.name, policy.outage_tolerance_s, log.warning, log.info)
         self.restarts = 0
@@ -232,7 +237,7 @@ class SlurmRun:
         try:
             if not reader.drained:
                 raise OutageTooLong(self.profile.name, float(self.policy.outage_tolerance_s), "the job's output could not be read")
-            record = self._patiently(self.client.accounting, job.job_id)
+            record = self._patiently(self._accounting, job.job_id)
             marker = self._patiently(self._exit_marker, job_dir)
         except OutageTooLong as exc:
             raise self._gave_up(exc, job, job_dir) from None
@@ -345,7 +350,7 @@ class SlurmRun:
         polls = 0
         while True:
             interval = min(POLL_SCHEDULE_S[min(polls, len(POLL_SCHEDULE_S) - 1)], self.policy.max_poll_interval_s)
-            state = self._patiently(self.client.queue_state, job.job_id, floor_s=interval)
+            state = self._patiently(self._queue_state, job.job_id, interval, floor_s=interval)
             if state is None:
                 return None
             if state.restarts > self.restarts:
@@ -377,6 +382,19 @@ class SlurmRun:
                 raise dg.Failure(f"job {job.job_id} still {state.state} {RUN_GRACE_S}s past its {limit_s}s limit; cancelled")
             time.sleep(interval)
             polls += 1
+
+    def _queue_state(self, job_id: str, max_age_s: float) -> QueueState | None:
+        if self.poller is None:
+            return self.client.queue_state(job_id)
+        return self.poller.queue_state(job_id, max_age_s)
+
+    def _accounting(self, job_id: str):
+        if self.poller is None:
+            return self.client.accounting(job_id)
+        try:
+            return self.poller.accounting(job_id)
+        finally:
+            self.poller.forget(job_id)
 
     def _check_pending(self, job: SubmittedJob, state: QueueState, warned: set[str]) -> None:
         verdict = pending_verdict(state.reason)
