@@ -17,14 +17,13 @@ every registered job at once. Calls per minute are bounded by 1/min(max_age_s) o
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import stat
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from components.core.shared_files import LockTimeout, flocked, private_dir, write_json
 from components.core.scheduler import ACTIVE, Accounting, QueueState, SchedulerUnavailable, SlurmClient, _base_id
 from components.core.ssh_target import ContactLost, NoSession
 
@@ -38,17 +37,13 @@ LOCK_TIMEOUT_S = 150.0
 _ERRORS = {cls.__name__: cls for cls in (SchedulerUnavailable, ContactLost, NoSession)}
 
 
-class StateDirError(RuntimeError):
-    """The poller's directory is not private to this user: the message names it and the fix."""
-
-
 class SharedPoller:
     """squeue/sacct answers shared by the processes that use the same `state_dir` (one per cluster session).
 
     `client` is a SlurmClient, or a transport (anything with `run`) to build one on. `state_dir` is
     created 0700 when missing; an existing one must belong to this user and be closed to others.
     Counters of this process: `questions` (queue_state calls), `squeue_calls`, `sacct_calls` (remote commands).
-    Raises StateDirError for a directory owned by someone else or open to group/others.
+    Raises ConfigError for a directory owned by someone else, open to group/others, or not a directory.
     """
 
     def __init__(self, client, state_dir: Path, *, registration_ttl_s: float = REGISTRATION_TTL_S,
@@ -61,9 +56,9 @@ class SharedPoller:
         self.squeue_calls = 0
         self.sacct_calls = 0
         self.questions = 0
-        _private_dir(self.state_dir)
+        private_dir(self.state_dir)
         for sub in ("jobs", "ended"):
-            _private_dir(self.state_dir / sub)
+            private_dir(self.state_dir / sub)
 
     # -- squeue ---------------------------------------------------------------------------------
     def queue_state(self, job_id: str, max_age_s: float) -> QueueState | None:
@@ -196,11 +191,7 @@ class SharedPoller:
 
     def _write(self, name: str, cache: dict) -> None:
         # Readers never lock: they must see the old file or the new one, never half of one.
-        tmp = self.state_dir / f".{name}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(cache, out)
-        os.replace(tmp, self.state_dir / name)
+        write_json(self.state_dir / name, cache)
 
     def _register(self, sub: str, job_id: str) -> None:
         path = self.state_dir / sub / job_id
@@ -226,23 +217,13 @@ class SharedPoller:
 
     @contextmanager
     def _locked(self, name: str):
-        fd = os.open(self.state_dir / name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
-            deadline = time.monotonic() + self.lock_timeout_s
-            # Polled, not blocking: a blocking flock cannot time out without signals.
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise SchedulerUnavailable(
-                            f"another process has held {self.state_dir / name} for over {self.lock_timeout_s:.0f}s "
-                            "(a squeue or sacct that does not return); no news of the job") from None
-                    time.sleep(0.02)
-            yield
-        finally:
-            os.close(fd)  # closing the descriptor releases the lock
+            with flocked(self.state_dir / name, self.lock_timeout_s):
+                yield
+        except LockTimeout:
+            raise SchedulerUnavailable(
+                f"another process has held {self.state_dir / name} for over {self.lock_timeout_s:.0f}s "
+                "(a squeue or sacct that does not return); no news of the job") from None
 
 
 def _raise_cached(cache: dict) -> None:
@@ -268,20 +249,3 @@ def _is_job_key(name: str) -> bool:
 
 def _sort_key(job_id: str) -> tuple[int, str]:
     return (_base_id(job_id), job_id)
-
-
-def _private_dir(path: Path) -> None:
-    """Create `path` 0700, or check that an existing one is ours and closed to group and others."""
-    try:
-        path.mkdir(mode=0o700, parents=True)
-    except FileExistsError:
-        pass
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode):
-        raise StateDirError(f"{path} is not a directory (a symlink or a file): remove it, the poller creates it")
-    if info.st_uid != os.geteuid():
-        raise StateDirError(f"{path} belongs to uid {info.st_uid}, not to this user ({os.geteuid()}): another user's "
-                            "job states must not be trusted; point the poller at a directory of your own")
-    if info.st_mode & 0o077:
-        raise StateDirError(f"{path} is open to group or others (mode {stat.S_IMODE(info.st_mode):o}): anyone who can "
-                            f"write there can forge job states; run `chmod 700 {path}`")

@@ -17,7 +17,6 @@ import hashlib
 import os
 import re
 import shutil
-import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from pathlib import Path
 
 from components.core import ssh_config
 from components.core.errors import ConfigError
-from components.core.shared_files import LockTimeout, flocked, read_json, write_json
+from components.core.shared_files import LockTimeout, flocked, private_dir, read_json, write_json
 from components.core.ssh_target import ContactLost, NoSession, SSHTarget, TransportError
 
 SESSION_DIR_ENV = "HPC_SESSION_DIR"
@@ -61,16 +60,7 @@ def session_dir() -> Path:
         path = Path.home() / ".cache" / "hpc" / "sessions"
         if len(str(path)) + 40 > _SOCKET_PATH_MAX:
             path = Path(f"/tmp/hpc-sessions-{os.getuid()}")
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = path.stat()
-    if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
-        where = f"${SESSION_DIR_ENV}" if configured else "the session directory"
-        raise ConfigError(
-            f"{where} {path} is not private to you (owner uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):o}): "
-            "its control sockets would let others run commands as you on the cluster",
-            fix=f"chmod 700 {path} (and make sure you own it), or point ${SESSION_DIR_ENV} at a directory of yours",
-        )
-    return path
+    return private_dir(path, f"${SESSION_DIR_ENV}" if configured else "the session directory")
 
 
 def _fingerprint(target: SSHTarget) -> str:

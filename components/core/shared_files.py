@@ -7,9 +7,12 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from components.core.errors import ConfigError
 
 
 class LockTimeout(TimeoutError):
@@ -19,8 +22,9 @@ class LockTimeout(TimeoutError):
 @contextlib.contextmanager
 def flocked(path: Path, wait_s: float) -> Iterator[None]:
     """Hold an exclusive lock on `path` (created 0600); raises LockTimeout after `wait_s` seconds."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
+        # Polled, not blocking: a blocking flock cannot time out without signals.
         deadline = time.monotonic() + wait_s
         pause = 0.005
         while True:
@@ -39,9 +43,10 @@ def flocked(path: Path, wait_s: float) -> Iterator[None]:
 
 def write_json(path: Path, value) -> None:
     """Replace `path` whole (readers see the old or the new content, never a mix); mode 0600."""
-    part = path.with_name(path.name + f".{os.getpid()}.part")
-    part.write_text(json.dumps(value))
-    os.chmod(part, 0o600)
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(value, out)
     os.replace(part, path)
 
 
@@ -53,7 +58,17 @@ def read_json(path: Path, default=None):
         return default
 
 
-def private_dir(path: Path) -> Path:
-    """`path` created 0700 (parents too) and returned."""
+def private_dir(path: Path, what: str = "this directory") -> Path:
+    """`path`, created 0700 (parents too), or checked when it exists: a directory (not a symlink),
+    ours, closed to group and others, since whoever can write there can forge what processes share.
+    Raises ConfigError naming `what`, the path and the fix."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{what} {path} is not a directory (a symlink or a file)", fix=f"remove {path}; it is created anew")
+    if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise ConfigError(
+            f"{what} {path} is not private to you (owner uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):o}): "
+            "whoever can write there could run commands as you or forge job states",
+            fix=f"chmod 700 {path} (and make sure you own it), or point $HPC_SESSION_DIR at a directory of yours")
     return path

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from components.core.poller import SharedPoller, StateDirError
+from components.core.errors import ConfigError
+from components.core.poller import SharedPoller
 from components.core.scheduler import QueueState, SchedulerUnavailable, SlurmClient
 from components.core.ssh_target import ContactLost
 
@@ -47,7 +48,7 @@ def test_state_dir_is_created_private(tmp_path):
 def test_state_dir_open_to_others_is_refused(tmp_path):
     (tmp_path / "poll").mkdir(mode=0o770)
     os.chmod(tmp_path / "poll", 0o770)
-    with pytest.raises(StateDirError, match=r"open to group or others.*chmod 700"):
+    with pytest.raises(ConfigError, match=r"not private to you.*mode 7"):
         SharedPoller(CountingClient(tmp_path / "q"), tmp_path / "poll")
 
 
@@ -55,14 +56,14 @@ def test_state_dir_open_to_others_is_refused(tmp_path):
 def test_state_dir_of_another_user_is_refused(tmp_path):
     (tmp_path / "poll").mkdir(mode=0o700)
     os.chown(tmp_path / "poll", 65534, 65534)
-    with pytest.raises(StateDirError, match="belongs to uid 65534"):
+    with pytest.raises(ConfigError, match="owner uid 65534"):
         SharedPoller(CountingClient(tmp_path / "q"), tmp_path / "poll")
 
 
 def test_state_dir_symlink_is_refused(tmp_path):
     (tmp_path / "real").mkdir(mode=0o700)
     (tmp_path / "poll").symlink_to(tmp_path / "real")
-    with pytest.raises(StateDirError, match="not a directory"):
+    with pytest.raises(ConfigError, match="not a directory"):
         SharedPoller(CountingClient(tmp_path / "q"), tmp_path / "poll")
 
 
