@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import VENV_BIN, copy_project, run_dg
 from tests.integration.logs import LogMark
 from tests.integration.otp import answer_prompts, fresh_otp_code, otp_env, sshd_log
-from tests.integration.ui import DagsterUI, failures
+from tests.integration.ui import DagsterUI, failures, run_logs
 
 pytestmark = pytest.mark.integration
 
@@ -142,3 +142,54 @@ def test_a_wrong_code_is_refused_and_opens_nothing(project):
                            timeout_s=60)
     assert login.returncode == 2 and "refused the login" in login.output and "wrong password or one-time code" in login.output
     assert _hpc(project, "login", "--status", CLUSTER).stdout.strip() == f"{CLUSTER}: no session"
+
+
+TICKER = """\
+import time
+from dagster_pipes import open_dagster_pipes
+
+with open_dagster_pipes() as pipes:
+    for i in range(12):
+        pipes.log.info(f"tick {i}")
+        time.sleep(2)
+    pipes.report_asset_materialization(metadata={"ticks": 12})
+"""
+
+
+def test_a_session_ended_mid_job_is_waited_for_and_a_new_login_rescues_the_run(project, tmp_path):
+    """Logout (or a session that ran out) while the job runs: the step warns and waits; `hpc login`
+    within the outage tolerance lets it carry on, with every Pipes message and no second job."""
+    (project / "workloads" / "ticker.py").write_text(TICKER)
+    folder = project / "defs" / "otp" / "long"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "defs.yaml").write_text(
+        "type: components.SlurmAssetComponent\nattributes:\n  assets:\n    - key: otp/long\n  script: ticker.py\n"
+        f"  cluster: {CLUSTER}\n  resources: {{time: \"00:05:00\"}}\n")
+    try:
+        assert _login(project).returncode == 0
+        ui = DagsterUI(project, env=_env())
+        try:
+            run_id = ui.launch(["otp/long"])
+            deadline = time.monotonic() + 120
+            while "RUNNING" not in _squeue_states(run_id) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert "RUNNING" in _squeue_states(run_id)
+            assert _hpc(project, "logout", CLUSTER).stdout.strip() == f"{CLUSTER}: session ended"
+            time.sleep(8)
+            assert _login(project).returncode == 0
+            assert ui.wait(run_id, timeout=240) == "SUCCESS", failures(ui.instance(), run_id)
+            logs = run_logs(ui.instance(), run_id)
+        finally:
+            ui.stop()
+        assert any(f"lost contact with {CLUSTER}: no session for {CLUSTER}: run `hpc login {CLUSTER}`" in m for m in logs), logs
+        assert any(f"contact with {CLUSTER} restored" in m for m in logs), logs
+        assert [i for i in range(12) if f"tick {i}" not in logs] == [], "Pipes messages lost"
+        assert len(_squeue_states(run_id, "all").splitlines()) == 1, "one job, never a second submission"
+    finally:
+        subprocess.run(["rm", "-rf", str(folder)])
+
+
+def _squeue_states(run_id: str, states: str = "all") -> str:
+    """squeue's state of each job whose directory belongs to this run, as root sees it."""
+    out = subprocess.run(["squeue", "-h", "-t", states, "-o", "%T|%Z"], capture_output=True, text=True, timeout=60).stdout
+    return "\n".join(line.split("|")[0] for line in out.splitlines() if f"/jobs/{run_id}/" in line + "/")
