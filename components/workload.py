@@ -23,7 +23,8 @@ from components.core.errors import ConfigError, Location
 from components.core.imports import workload_imports
 from components.core.local import make_job_dir, run_script
 from components.core.profiles import ClusterProfile, load_profile, resolve_cluster_name
-from components.core.remote import RemotePolicy, SlurmRun
+from components.core.job_record import RemotePolicy
+from components.core.remote import SlurmRun
 from components.core.render import WORKLOADS_DIR, JobPlan, JobSpec, plan_job, render_script
 from components.core.resources import JobResources, ResourceError
 from components.core.run_metadata import plan_values

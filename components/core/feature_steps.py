@@ -20,7 +20,7 @@ import dagster as dg
 from components.core import environments
 from components.core.profiles import ClusterProfile
 from components.core.local import KEEP_JOB_DIRS_ENV
-from components.core.remote import pack
+from components.core.job_record import pack
 from components.core.render import RUNTIME_DIR, RUNTIME_PACKAGE
 from components.runtime.names import DATA_ERROR_FILE
 

@@ -11,13 +11,11 @@ finished, instead of submitting it again. An interrupted run scancels its job.
 
 from __future__ import annotations
 
-import io
 import os
 import shlex
-import tarfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,7 +30,8 @@ from components.core.poller import SharedPoller
 from components.core.pipes_remote import RemoteFileContextInjector, RemoteFileMessageReader
 from components.core.reported import declared_results
 from components.core.run_metadata import NO_ACCOUNTING, NOT_ACCOUNTED, plan_values, run_metadata
-from components.core.render import RUNTIME_DIR, RUNTIME_PACKAGE, JobPlan, plan_job, render_script
+from components.core.job_record import OUTCOME_TAG_PREFIX, TAG_PREFIX, UNCONFIRMED, RemotePolicy, SubmittedJob, workloads_tar
+from components.core.render import JobPlan, plan_job, render_script
 from components.core.scheduler import ACTIVE, QueueState, SchedulerUnavailable, SlurmClient, SubmissionError
 from components.core.shell import quote_path
 from components.core.ssh_target import ContactLost, NoSession, TransportError, target_for
@@ -41,51 +40,11 @@ from components.core.units import format_time
 
 T = TypeVar("T")
 
-TAG_PREFIX = "hpc/job/"
-OUTCOME_TAG_PREFIX = "hpc/outcome/"
-UNCONFIRMED = "unconfirmed"  # the job id of a submission whose sbatch answer has not arrived
 # Slurm kills a job KillWait seconds after its limit; allow that and a little accounting lag.
 RUN_GRACE_S = 180
 # Remote base directories as the login shell expands them, resolved once per connection target.
 _BASE_DIRS: dict[tuple, str] = {}
 POLL_SCHEDULE_S = (0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
-
-
-@dataclass(frozen=True)
-class RemotePolicy:
-    queue_timeout_s: int = 7 * 86400
-    max_poll_interval_s: float = 10.0
-    retry_states: tuple[str, ...] = ()
-    max_attempts: int = 1
-    outage_tolerance_s: int = 1800
-
-
-@dataclass(frozen=True)
-class SubmittedJob:
-    cluster: str
-    job_id: str
-    job_dir: str
-
-    def tag(self) -> str:
-        return f"{self.cluster}|{self.job_id}|{self.job_dir}"
-
-    @staticmethod
-    def from_tag(value: str) -> SubmittedJob | None:
-        parts = value.split("|", 2)
-        return SubmittedJob(*parts) if len(parts) == 3 else None
-
-
-def pack(entries: dict[str, Path]) -> bytes:
-    """A gzipped tar of directories, each under its name in the archive; caches left out."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for arcname, path in entries.items():
-            tar.add(path, arcname=arcname, filter=lambda ti: None if "__pycache__" in ti.name else ti)
-    return buf.getvalue()
-
-
-def _workloads_tar(workloads_dir: Path) -> bytes:
-    return pack({"workloads": workloads_dir, RUNTIME_PACKAGE: RUNTIME_DIR})
 
 
 class SlurmRun:
@@ -153,7 +112,7 @@ class SlurmRun:
         self.transport.run(
             f"umask 077; mkdir -p {q(base)}/jobs && chmod 700 {q(base)}/jobs && mkdir -p {q(run_dir)} && "
             f"rm -rf {q(job_dir)} && mkdir -m 700 {q(job_dir)} && tar -xzf - -C {q(job_dir)}",
-            stdin=_workloads_tar(self.project_root / "workloads"),
+            stdin=workloads_tar(self.project_root / "workloads"),
         )
         return job_dir
 

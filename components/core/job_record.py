@@ -1,0 +1,53 @@
+"""What a step records about its Slurm job and ships with it: the run tags that let a later step
+re-attach (`SubmittedJob`), the submission policy of a component (`RemotePolicy`), and the tarball
+of workloads uploaded into the job directory (`pack`). No connection here."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.core.render import RUNTIME_DIR, RUNTIME_PACKAGE
+
+TAG_PREFIX = "hpc/job/"
+OUTCOME_TAG_PREFIX = "hpc/outcome/"
+UNCONFIRMED = "unconfirmed"  # the job id of a submission whose sbatch answer has not arrived
+
+
+@dataclass(frozen=True)
+class RemotePolicy:
+    queue_timeout_s: int = 7 * 86400
+    max_poll_interval_s: float = 10.0
+    retry_states: tuple[str, ...] = ()
+    max_attempts: int = 1
+    outage_tolerance_s: int = 1800
+
+
+@dataclass(frozen=True)
+class SubmittedJob:
+    cluster: str
+    job_id: str
+    job_dir: str
+
+    def tag(self) -> str:
+        return f"{self.cluster}|{self.job_id}|{self.job_dir}"
+
+    @staticmethod
+    def from_tag(value: str) -> SubmittedJob | None:
+        parts = value.split("|", 2)
+        return SubmittedJob(*parts) if len(parts) == 3 else None
+
+
+def pack(entries: dict[str, Path]) -> bytes:
+    """A gzipped tar of directories, each under its name in the archive; caches left out."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for arcname, path in entries.items():
+            tar.add(path, arcname=arcname, filter=lambda ti: None if "__pycache__" in ti.name else ti)
+    return buf.getvalue()
+
+
+def workloads_tar(workloads_dir: Path) -> bytes:
+    return pack({"workloads": workloads_dir, RUNTIME_PACKAGE: RUNTIME_DIR})
