@@ -126,13 +126,36 @@ def test_a_session_past_its_lifetime_is_refused(project, tmp_path):
         login = _login(project)
         assert login.returncode == 0, login.output
         assert _hpc(project, "login", "--status", CLUSTER).stdout.count("expiring") == 1
+        assert "expiring" in _sensor_says(project)
         time.sleep(11)
         run = _launch(project, ASSETS[:1], tmp_path)
         text = run.stdout + run.stderr
         assert run.returncode != 0 and f"the session for {CLUSTER} expired at" in text, text[-3000:]
         assert _hpc(project, "login", "--status", CLUSTER).stdout.strip() == f"{CLUSTER}: no session"
+        assert f"{CLUSTER}: no session: its runs fail until you run `hpc login {CLUSTER}`" in _sensor_says(project)
     finally:
         override.unlink()
+
+
+SENSOR_TICK = """
+import dagster as dg
+from pathlib import Path
+from components.defs_check import load_checked
+
+defs, mistake = load_checked(Path("."))
+assert mistake is None, mistake
+sensor = next(s for s in defs.sensors if s.name == "hpc_sessions")
+with dg.instance_for_test() as instance:
+    print(sensor.evaluate_tick(dg.build_sensor_context(instance=instance)).skip_message)
+"""
+
+
+def _sensor_says(project: Path) -> str:
+    """The skip reason of one tick of the code location's hpc_sessions sensor, in a process of its own."""
+    done = subprocess.run([str(VENV_BIN / "python"), "-c", SENSOR_TICK], cwd=project, env=_env(PYTHONPATH=str(project)),
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
 
 
 def test_a_wrong_code_is_refused_and_opens_nothing(project):
