@@ -77,11 +77,11 @@ class DagsterUI:
             raise RuntimeError(answer["errors"])
         return answer["data"]
 
-    def launch(self, keys: list[str], tags: dict[str, str] | None = None) -> str:
+    def launch(self, keys: list[str], tags: dict[str, str] | None = None, run_config: dict | None = None) -> str:
         params = {
             "selector": {"repositoryLocationName": self.location, "repositoryName": self.repository, "jobName": "__ASSET_JOB",
                          "assetSelection": [{"path": key.split("/")} for key in keys]},
-            "runConfigData": {},
+            "runConfigData": run_config or {},
             "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]},
         }
         return self._run_id(self.query(LAUNCH, {"params": params})["launchRun"])
