@@ -265,9 +265,10 @@ def refusal(target: SSHTarget, text: str) -> TransportError:
         return _host_key_refusal(target, text)
     if "permission denied" in lower or "too many authentication failures" in lower:
         what = "password or one-time code" if target.auth == "password_otp" else "key or certificate"
-        return TransportError(f"{target.cluster} refused the login as {hop}: wrong {what} ({detail}); "
-                              + ("run `hpc login " + target.cluster + "` again with a fresh code" if target.auth == "password_otp"
-                                 else "check ssh.key_file / ssh.certificate_file and that the user is right"))
+        fix = (f"run `hpc login {target.cluster}` again with a fresh code" if target.auth == "password_otp"
+               else "check ssh.key_file / ssh.certificate_file and that the user is right")
+        return TransportError(f"authentication as {target.login.user} on {target.login.host}:{target.login.port} failed: "
+                              f"{target.cluster} refused the {what} ({detail}); {fix}")
     return ContactLost(f"cannot open an SSH session to {hop}: {detail}")
 
 

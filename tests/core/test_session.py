@@ -80,4 +80,5 @@ def test_openssh_errors_become_ours():
     assert "refusing an unknown host key for [127.0.0.1]:2222" in str(unknown) and "ssh-keyscan -p 2222 127.0.0.1" in str(unknown)
     denied = refusal(target, "alice@vsc5.vsc.ac.at: Permission denied (keyboard-interactive).\n")
     assert type(denied) is TransportError and "hpc login vsc5" in str(denied)
+    assert str(denied).startswith("authentication as alice on vsc5.vsc.ac.at:22 failed: vsc5 refused the password or one-time code")
     assert isinstance(refusal(target, "ssh: connect to host vsc5.vsc.ac.at port 22: Connection refused\n"), ContactLost)

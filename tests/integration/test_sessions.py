@@ -160,7 +160,8 @@ def test_a_wrong_code_is_refused_and_opens_nothing(project):
     node = otp_env()
     login = answer_prompts([str(VENV_BIN / "hpc"), "login", CLUSTER], node.password, "000000", cwd=project, env=_env(),
                            timeout_s=60)
-    assert login.returncode == 2 and "refused the login" in login.output and "wrong password or one-time code" in login.output
+    assert login.returncode == 2, login.output
+    assert f"authentication as slurmuser on 127.0.0.1:2224 failed: {CLUSTER} refused the password or one-time code" in login.output
     assert _hpc(project, "login", "--status", CLUSTER).stdout.strip() == f"{CLUSTER}: no session"
 
 
