@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import ROOT, VENV_BIN
 
-PROFILES = ["docker", "leonardo", "local", "musica", "vsc5"]
+PROFILES = ["docker", "docker-otp", "leonardo", "local", "musica", "vsc5", "vsc5-otp"]
 
 
 def hpc(*args, cwd=ROOT, env=None):

@@ -56,6 +56,11 @@ def _env(**extra: str) -> dict[str, str]:
     return env | extra
 
 
+def _ui_env() -> dict[str, str]:
+    # DagsterUI sets the project's DAGSTER_HOME over os.environ; only the secrets are taken away here.
+    return {"HPC_TEST_OTP_PASSWORD": "", "HPC_TEST_OTP_CODE": ""}
+
+
 def _hpc(project: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(VENV_BIN / "hpc"), *args], cwd=project, env=_env(), capture_output=True, text=True, timeout=120)
 
@@ -84,7 +89,7 @@ def test_one_login_serves_a_ten_asset_run_and_a_scheduled_run(project, tmp_path)
     assert re.search(r"docker-otp: session open until .* \(1[01]:\d\d:\d\d left, opened by hpc login\)", status.stdout), status
 
     # The ten assets (8 step processes at once) and the schedule's run overlap: one login serves both.
-    ui = DagsterUI(project, env=_env())
+    ui = DagsterUI(project, env=_ui_env())
     try:
         started = time.monotonic()
         run_id = ui.launch(ASSETS, run_config={"execution": {"config": {"multiprocess": {"max_concurrent": 8}}}})
@@ -188,7 +193,7 @@ def test_a_session_ended_mid_job_is_waited_for_and_a_new_login_rescues_the_run(p
         f"  cluster: {CLUSTER}\n  resources: {{time: \"00:05:00\"}}\n")
     try:
         assert _login(project).returncode == 0
-        ui = DagsterUI(project, env=_env())
+        ui = DagsterUI(project, env=_ui_env())
         try:
             run_id = ui.launch(["otp/long"])
             deadline = time.monotonic() + 120
