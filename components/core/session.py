@@ -26,15 +26,13 @@ from pathlib import Path
 from components.core import ssh_config
 from components.core.errors import ConfigError
 from components.core.shared_files import LockTimeout, flocked, private_dir, read_json, write_json
-from components.core.ssh_target import ContactLost, NoSession, SSHTarget, TransportError
+from components.core.ssh_target import OTP_WORDS, ContactLost, NoSession, SSHTarget, TransportError
 
 SESSION_DIR_ENV = "HPC_SESSION_DIR"
 # sun_path is 108 bytes on Linux (104 on macOS); OpenSSH binds "<ControlPath>.<16 random chars>" first.
 _SOCKET_PATH_MAX = 104 - 18
 # How long to wait for another process that is opening the same session (seconds).
 OPEN_WAIT_S = 120.0
-# Prompts that ask for the one-time code rather than the password (lower case), as sites word them.
-OTP_WORDS = ("otp", "one-time", "code", "token", "verification", "oath")
 
 _ASKPASS = """#!/bin/sh
 # Written by `hpc`: answers OpenSSH's keyboard-interactive prompts from the environment variables

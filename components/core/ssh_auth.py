@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import paramiko
 
 from components.core.errors import ConfigError
+from components.core.ssh_target import OTP_WORDS
 
 if TYPE_CHECKING:
     from components.core.ssh import SSHTarget
@@ -82,7 +83,7 @@ def interactive_answers(target: SSHTarget) -> Callable[[str, str, list[tuple[str
         answers = []
         for prompt, _echo in prompts:
             lower = prompt.lower()
-            if any(word in lower for word in ("otp", "code", "token", "verification", "one-time")):
+            if any(word in lower for word in OTP_WORDS):
                 answers.append(_secret(target.otp_env, f"OTP for {target.login.user}@{target.login.host}: "))
             else:
                 answers.append(_secret(target.password_env, f"Password for {target.login.user}@{target.login.host}: "))

@@ -16,6 +16,11 @@ from components.core.profiles import ClusterProfile, from_environment
 from components.core.units import parse_time_s
 
 
+# Words of a keyboard-interactive prompt that asks for the one-time code rather than the password
+# (lower case), as sites word them; pam_oath asks "One-time password (OATH) for `user':".
+OTP_WORDS = ("otp", "one-time", "code", "token", "verification", "oath")
+
+
 class TransportError(RuntimeError):
     """The cluster could not be reached or refused us; the message says what to do."""
 
