@@ -181,7 +181,7 @@ class MetaxyFeatureComponent(WorkloadComponent):
         run_id = context.run.run_id
         if profile.scheduler != "slurm":
             return LocalSteps(project_root / LOCAL_STAGING_DIR / run_id / self.op_name)
-        run = SlurmRun(context, self.plan(project_root), project_root, self.remote_policy(), self.op_name)
+        run = SlurmRun(context, self.plan(project_root), project_root, self.remote_policy(project_root), self.op_name)
         base = run.base_dir()
         # The job's environment runs the steps on the login node, so it must exist first.
         environments.prepare(profile, project_root, run.transport, base, self.environment_imports(project_root), context.log.info)
@@ -255,7 +255,7 @@ class MetaxyFeatureComponent(WorkloadComponent):
             metadata={"metaxy/feature": self.feature, "metaxy/fields": ", ".join(f.key for f in self.fields)},
         )
 
-        @dg.multi_asset(name=self.op_name, specs=[spec], op_tags={"hpc/cluster": plan.profile.name},
+        @dg.multi_asset(name=self.op_name, specs=[spec], op_tags=self.op_tags(plan, project_root),
                         description=f"Metaxy feature {self.feature}, computed by {plan.job.workload}")
         def _feature(context):  # unannotated: string annotations confuse dagster's check
             yield from self.materialize(context, project_root, graph)

@@ -128,7 +128,7 @@ class SlurmAssetComponent(WorkloadComponent):
             specs=self.assets,
             check_specs=self.checks,
             description=f"{self.launcher} workload {WORKLOADS_DIR}/{plan.job.workload}",
-            op_tags={"hpc/cluster": plan.profile.name},
+            op_tags=self.op_tags(plan, project_root),
         )
         def _assets(context):  # unannotated: string annotations confuse dagster's check
             # Re-plan at run time: the environment (cluster, account) may differ from load time.

@@ -23,7 +23,9 @@ from components.core.errors import ConfigError, Location
 from components.core.imports import workload_imports
 from components.core.local import make_job_dir, run_script
 from components.core.profiles import ClusterProfile, load_profile, resolve_cluster_name
+from components.core.allocation import MODE_TAG, NEEDS_TAG, need_of
 from components.core.job_record import RemotePolicy
+from components.core.project import load_settings
 from components.core.remote import SlurmRun
 from components.core.render import WORKLOADS_DIR, JobPlan, JobSpec, plan_job, render_script
 from components.core.resources import JobResources, ResourceError
@@ -77,6 +79,22 @@ class SubmissionPolicy(dg.Resolvable, dg.Model):
              "before the step gives up; the job is never cancelled or failed for it, and re-executing re-attaches.",
              "01:00:00"),
     ] = "00:30:00"
+    allocation: Annotated[
+        Literal["job", "run"] | None,
+        _doc("job: this step is a Slurm job of its own. run: the steps of one Dagster run on the same cluster share one "
+             "allocation (sized from their resources, or allocation_resources), each running as its own srun job step; "
+             "it ends when they are done. Default: [tool.hpc] allocation in pyproject.toml, else job.", "run"),
+    ] = None
+    allocation_resources: Annotated[
+        SlurmResources | None,
+        _doc("Explicit shape of the run's allocation (nodes, cpus_per_task = cores per node, mem, gpus, time) instead of "
+             "sizing it from the run's steps.", {"cpus_per_task": 8, "mem": "16G", "time": "04:00:00"}),
+    ] = None
+    allocation_idle_timeout: Annotated[
+        str,
+        _doc("How long the run's allocation stays with no step running and no word from Dagster before it ends itself "
+             "(a dead or finished orchestrator burns no node-hours).", "00:05:00"),
+    ] = "00:02:00"
 
 
 class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
@@ -198,7 +216,7 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
 
     def plan(self, project_root: Path, cluster: str | None = None, *, strict: bool = False,
              extra_env: Sequence[tuple[str, str]] = ()) -> JobPlan:
-        self.remote_policy()  # every component plans at load time: bad submission values surface there
+        self.remote_policy(project_root)  # every component plans at load time: bad submission values surface there
         return plan_job(self.get_profile(project_root, cluster), self.get_job_spec(project_root, extra_env), strict=strict)
 
     def render(self, project_root: Path, cluster: str | None = None, *, strict: bool = False) -> JobPlan:
@@ -212,10 +230,11 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
         plan = plan_job(profile, spec, strict=strict, runtime=environments.activation(profile, project_root))
         return replace(plan, notes=(*plan.notes, *environments.notes(profile)))
 
-    def remote_policy(self) -> RemotePolicy:
-        """The submission attributes as the core's policy. Raises ConfigError naming the key at fault."""
+    def remote_policy(self, project_root: Path | None = None) -> RemotePolicy:
+        """The submission attributes as the core's policy ([tool.hpc] of project_root fills `allocation`).
+        Raises ConfigError naming the key at fault."""
         times = {}
-        for key in ("queue_timeout", "outage_tolerance"):
+        for key in ("queue_timeout", "outage_tolerance", "allocation_idle_timeout"):
             try:
                 times[key] = parse_time_s(getattr(self.submission, key))
             except ValueError as exc:
@@ -227,7 +246,30 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
             retry_states=tuple(self.submission.retry_states),
             max_attempts=max(1, self.submission.max_attempts),
             outage_tolerance_s=times["outage_tolerance"],
+            allocation=self.submission.allocation or load_settings(project_root).allocation or "job",
+            allocation_idle_timeout_s=times["allocation_idle_timeout"],
+            allocation_resources=self._allocation_resources(),
         )
+
+    def _allocation_resources(self) -> JobResources | None:
+        shape = self.submission.allocation_resources
+        if shape is None:
+            return None
+        try:
+            return JobResources(nodes=shape.nodes, cpus_per_task=shape.cpus_per_task,
+                                mem=None if shape.mem is None else str(shape.mem), gpus=shape.gpus,
+                                time=None if shape.time is None else str(shape.time))
+        except ResourceError as exc:
+            raise ConfigError(str(exc), location=Location(key=f"submission.allocation_resources.{exc.field}")) from None
+
+    def op_tags(self, plan: JobPlan, project_root: Path) -> dict[str, str]:
+        """The op's tags: its cluster and, when it asks for the run's allocation, what it needs of it
+        (read by the step of the run that sizes the allocation)."""
+        tags = {"hpc/cluster": plan.profile.name}
+        if plan.profile.scheduler == "slurm" and self.remote_policy(project_root).allocation == "run":
+            tags[MODE_TAG] = "run"
+            tags[NEEDS_TAG] = need_of(plan, self.op_name).to_json()
+        return tags
 
     def execute(
         self, context: dg.AssetExecutionContext, project_root: Path, plan: JobPlan
@@ -236,7 +278,7 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
         for warning in plan.warnings:
             context.log.warning(warning)
         if plan.profile.scheduler == "slurm":
-            yield from SlurmRun(context, plan, project_root, self.remote_policy(), self.op_name).execute()
+            yield from SlurmRun(context, plan, project_root, self.remote_policy(project_root), self.op_name).execute()
             return
         context.log.info(f"running {plan.job.workload} locally ({plan.notes[0] if plan.notes else ''})")
         stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.core.render import RUNTIME_DIR, RUNTIME_PACKAGE
+from components.core.resources import JobResources
 
 TAG_PREFIX = "hpc/job/"
 OUTCOME_TAG_PREFIX = "hpc/outcome/"
@@ -18,26 +19,42 @@ UNCONFIRMED = "unconfirmed"  # the job id of a submission whose sbatch answer ha
 
 @dataclass(frozen=True)
 class RemotePolicy:
+    """How a step follows its job (seconds). allocation: "job" (a job per step) or "run" (the
+    run's allocation, see components.core.allocation); allocation_resources: its explicit shape."""
+
     queue_timeout_s: int = 7 * 86400
     max_poll_interval_s: float = 10.0
     retry_states: tuple[str, ...] = ()
     max_attempts: int = 1
     outage_tolerance_s: int = 1800
+    allocation: str = "job"
+    allocation_idle_timeout_s: int = 120
+    allocation_resources: JobResources | None = None
 
 
 @dataclass(frozen=True)
 class SubmittedJob:
+    """A step's Slurm job as its run tag records it. In a run-scoped allocation, job_id is the
+    allocation's, `step` the step's name there and `alloc_dir` the allocation's directory."""
+
     cluster: str
     job_id: str
     job_dir: str
+    step: str = ""
+    alloc_dir: str = ""
 
     def tag(self) -> str:
-        return f"{self.cluster}|{self.job_id}|{self.job_dir}"
+        plain = f"{self.cluster}|{self.job_id}|{self.job_dir}"
+        return f"{plain}|{self.step}|{self.alloc_dir}" if self.step else plain
 
     @staticmethod
     def from_tag(value: str) -> SubmittedJob | None:
-        parts = value.split("|", 2)
-        return SubmittedJob(*parts) if len(parts) == 3 else None
+        parts = value.split("|")
+        return SubmittedJob(*parts) if len(parts) in (3, 5) else None
+
+    def describe(self) -> str:
+        """"Slurm job 123", or "job step <name> of allocation 123"."""
+        return f"job step {self.step} of allocation {self.job_id}" if self.step else f"Slurm job {self.job_id}"
 
 
 def pack(entries: dict[str, Path]) -> bytes:

@@ -4,6 +4,7 @@
     cluster = "vsc5"             # profile for every asset without its own `cluster:`; $HPC_CLUSTER wins
     user_env = "HPC_USER"        # login name on any cluster, when the profile's own ssh.user_env is unset
     account_env = "HPC_ACCOUNT"  # Slurm account on any cluster, when the profile's slurm.account_env is unset
+    allocation = "run"           # steps of a run share one Slurm allocation, unless an asset's submission.allocation says job
 
 The table is optional; a project without it runs everything locally.
 """
@@ -22,7 +23,8 @@ from components.core.errors import ConfigError, Location
 
 PYPROJECT = "pyproject.toml"
 TABLE = "tool.hpc"
-_KEYS = ("cluster", "user_env", "account_env")
+_KEYS = ("cluster", "user_env", "account_env", "allocation")
+_ALLOCATIONS = ("job", "run")
 _PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -31,6 +33,7 @@ class ProjectSettings:
     cluster: str | None = None
     user_env: str | None = None
     account_env: str | None = None
+    allocation: str | None = None
     file: Path | None = None
     lines: tuple[tuple[str, int], ...] = ()
 
@@ -70,6 +73,11 @@ def _load(file: Path, _stamp: int) -> ProjectSettings:
     if cluster is not None and not _PROFILE_NAME.match(cluster):
         raise ConfigError(f"cluster {cluster!r} is not a profile name",
                           fix="name a file in clusters/ without .yaml, such as vsc5", location=settings.location("cluster"))
+    allocation = table.get("allocation")
+    if allocation is not None and allocation not in _ALLOCATIONS:
+        raise ConfigError(f"allocation {allocation!r} is not one of {', '.join(_ALLOCATIONS)}",
+                          fix='write allocation = "run" (steps of a run share one allocation) or "job" (a job per step)',
+                          location=settings.location("allocation"))
     envs = {}
     for key in ("user_env", "account_env"):
         if key in table:
@@ -77,7 +85,7 @@ def _load(file: Path, _stamp: int) -> ProjectSettings:
                 envs[key] = shell.check_env_name(table[key])
             except ValueError as exc:
                 raise ConfigError(str(exc), fix="use a variable name such as HPC_USER", location=settings.location(key)) from None
-    return replace(settings, cluster=cluster, **envs)
+    return replace(settings, cluster=cluster, allocation=allocation, **envs)
 
 
 def read_toml(file: Path) -> tuple[str, dict]:

@@ -22,6 +22,8 @@ from typing import TypeVar
 import dagster as dg
 
 from components.core import environments
+from components.core.alloc_run import RunAllocation
+from components.core.allocation import need_of, step_name
 from components.core.contact import ContactWatch, OutageTooLong
 from components.core.local import unreported_checks
 from components.core.metrics import job_metrics
@@ -62,6 +64,8 @@ class SlurmRun:
         log = context.log
         self.watch = ContactWatch(self.profile.name, policy.outage_tolerance_s, log.warning, log.info)
         self.restarts = 0
+        # submission.allocation: run: steps of one run share one allocation (components.core.alloc_run).
+        self.allocation = RunAllocation(self, policy.allocation_idle_timeout_s)
         self._scripts: dict[str, str] = {}  # job dir -> the script submitted there
         self.job_known = False  # a job may be running: from here on nothing may fail without following it
 
@@ -178,7 +182,7 @@ class SlurmRun:
         with dg.open_pipes_session(context=self.context.op_execution_context, context_injector=injector, message_reader=reader) as session:
             try:
                 if job is None:
-                    job = self._submit(job_dir, session.get_bootstrap_env_vars())
+                    job = self._submit(job_dir, session.get_bootstrap_env_vars(), attempt)
                 reader.job_id = job.job_id
                 last = self._wait(job)
             except OutageTooLong as exc:
@@ -192,11 +196,13 @@ class SlurmRun:
                 reader.final_patience_s = 5
                 if job is not None:
                     self._cancel(job, "the run was terminated")
+                if job is not None and job.step:
+                    self.allocation.release("the run was terminated", job)
                 raise
         try:
             if not reader.drained:
                 raise OutageTooLong(self.profile.name, float(self.policy.outage_tolerance_s), "the job's output could not be read")
-            record = self._patiently(self._accounting, job.job_id)
+            record = self._patiently(self._accounting, job)
             marker = self._patiently(self._exit_marker, job_dir)
         except OutageTooLong as exc:
             raise self._gave_up(exc, job, job_dir) from None
@@ -204,6 +210,8 @@ class SlurmRun:
         if outcome.evidence == "exit-code file":
             log.warning(f"no accounting record for job {job.job_id}; its outcome is taken from the exit-code file the job wrote")
         metadata = job_metrics(record) if record else {"slurm_job_id": job.job_id}
+        if job.step:
+            metadata["slurm_allocation"] = job.job_id
         metadata |= outcome.metadata() | {"job_dir": job_dir, "attempt": attempt}
         metadata |= plan_values(self.profile.name, self.plan.job.launcher, f"workloads/{self.plan.job.workload}",
                                 self._job_script(job_dir))
@@ -223,7 +231,7 @@ class SlurmRun:
         stderr = reader.stderr_tail.text()
         return dg.Failure(
             description=(
-                f"Slurm job {job.job_id} on {self.profile.name} ended {outcome.state} ({outcome.exit_text()}): {outcome.cause()}\n"
+                f"{job.describe()} on {self.profile.name} ended {outcome.state} ({outcome.exit_text()}): {outcome.cause()}\n"
                 f"job dir: {job_dir}\n--- last {len(reader.stderr_tail)} lines of stderr ---\n{stderr}"
             ),
             metadata=run_metadata({**metadata, "stderr_tail": stderr}, NOT_ACCOUNTED if "node_hours" in metadata else NO_ACCOUNTING),
@@ -247,10 +255,10 @@ class SlurmRun:
 
     def _cancel(self, job: SubmittedJob, why: str) -> bool:
         log = self.context.log
-        log.warning(f"cancelling Slurm job {job.job_id}: {why}")
+        log.warning(f"cancelling {job.describe()}: {why}")
         for pause in (0.5, 1.0, 2.0, 0):
             try:
-                if self.client.cancel(job.job_id):
+                if (self.allocation.cancel(job) if job.step else self.client.cancel(job.job_id)):
                     self._conclude(job, "CANCELLED")
                     return True
             except ContactLost:
@@ -260,7 +268,7 @@ class SlurmRun:
                   f"Run `scancel {job.job_id}` on {self.transport.target.login.host}, or re-execute this step to re-attach to it.")
         return False
 
-    def _submit(self, job_dir: str, pipes_env: dict[str, str]) -> SubmittedJob:
+    def _submit(self, job_dir: str, pipes_env: dict[str, str], attempt: int = 1) -> SubmittedJob:
         runtime = environments.activation(self.profile, self.project_root, self.base_dir())
         secrets = {name: os.environ.get(name) for name in self.plan.job.forward_env}
         missing = [name for name, value in secrets.items() if value is None]
@@ -271,11 +279,20 @@ class SlurmRun:
             self._patiently(self.transport.put, payload, f"{job_dir}/.hpc-secrets")
             runtime = replace(runtime, secrets_file=".hpc-secrets")
         runtime = replace(runtime, env=tuple(pipes_env.items()))
+        placed = self._place(runtime, attempt)
+        if placed is not None:
+            runtime = placed[1]
         plan = plan_job(self.profile, self.plan.job, strict=True, runtime=runtime)
         plan = replace(plan, notes=(*plan.notes, *environments.notes(self.profile)))
         script = render_script(plan, self.project_root / "clusters")
         self._patiently(self.transport.put, script.encode(), f"{job_dir}/job.sh", 0o700)
         self._scripts[job_dir] = script
+        if placed is not None:
+            record, name = placed[0], placed[2]
+            step = SubmittedJob(self.profile.name, record.job_id, job_dir, step=name, alloc_dir=record.alloc_dir)
+            self.context.instance.add_run_tags(self.context.run.run_id, {TAG_PREFIX + self.op_name: step.tag()})
+            self.job_known = True
+            return self.allocation.request(record, job_dir, name)
         # Recorded before sbatch runs: if its answer is lost for good, a re-execution asks Slurm.
         self.context.instance.add_run_tags(self.context.run.run_id,
                                            {TAG_PREFIX + self.op_name: SubmittedJob(self.profile.name, UNCONFIRMED, job_dir).tag()})
@@ -297,9 +314,23 @@ class SlurmRun:
         self.context.log.info(f"submitted Slurm job {job_id} on {self.profile.name} ({job_dir})")
         return job
 
+    def _place(self, runtime, attempt: int):
+        """(allocation record, runtime with the step's srun, step name) when this step runs in the
+        run's allocation; None for a job of its own."""
+        if self.policy.allocation != "run":
+            return None
+        need = need_of(plan_job(self.profile, self.plan.job, strict=True), self.op_name)
+        record = self.allocation.place(need)
+        if record is None:
+            return None
+        name = step_name(self.op_name, attempt)
+        return record, replace(runtime, step_srun=self.allocation.srun_prefix(need, name)), name
+
     def _wait(self, job: SubmittedJob) -> QueueState | None:
         """Poll until the job leaves the active states; log every transition. Its last squeue
         answer, or None when the controller no longer knows the job (accounting decides then)."""
+        if job.step:
+            return self.allocation.wait(job)
         log = self.context.log
         limit_s = self.plan.time_limit_s
         started_pending = time.monotonic()
@@ -347,7 +378,10 @@ class SlurmRun:
             return self.client.queue_state(job_id)
         return self.poller.queue_state(job_id, max_age_s)
 
-    def _accounting(self, job_id: str):
+    def _accounting(self, job: SubmittedJob):
+        if job.step:
+            return self.allocation.accounting(job)
+        job_id = job.job_id
         if self.poller is None:
             return self.client.accounting(job_id)
         try:

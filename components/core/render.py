@@ -70,6 +70,9 @@ class Runtime:
     launch_prefix: tuple[shell.ShellSafe, ...] = ()  # e.g. apptainer exec <image>
     env: tuple[tuple[str, str], ...] = ()  # e.g. Pipes bootstrap variables
     secrets_file: str | None = None  # sourced then deleted by the script; holds forward_env values
+    # Inside a run-scoped allocation: the `srun ...` that makes the workload its own job step
+    # (components.core.allocation.srun_prefix); it replaces the multi-task srun.
+    step_srun: shell.ShellSafe | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,8 @@ def _launch(profile: ClusterProfile, job: JobSpec, runtime: Runtime) -> shell.Sh
         argv = [*runtime.launch_prefix, "bash", shell.quote(str(script))]
     argv += [shell.quote(a) for a in job.args]
     command = " ".join(argv)
+    if runtime.step_srun is not None:
+        return shell.ShellSafe(f"{runtime.step_srun} {command}")
     # A Ray driver runs once, in the batch script; the Ray nodes are the job's tasks.
     if profile.scheduler == "slurm" and job.resources.total_tasks > 1 and job.launcher != "ray":
         srun = " ".join(["srun", *(profile.slurm.srun_args if profile.slurm else [])])

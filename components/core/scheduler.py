@@ -153,7 +153,7 @@ class SlurmClient:
             raise SchedulerUnavailable(_first_line(result.stderr) or f"squeue exited {result.exit_code}")
         return parse_queue_states(result.stdout)
 
-    SACCT_FIELDS = ("JobID", "State", "ExitCode", "Elapsed", "ElapsedRaw", "Submit", "Start", "End", "NNodes", "NCPUS", "TotalCPU", "AllocTRES", "NodeList", "MaxRSS", "Timelimit")
+    SACCT_FIELDS = ("JobID", "State", "ExitCode", "Elapsed", "ElapsedRaw", "Submit", "Start", "End", "NNodes", "NCPUS", "TotalCPU", "AllocTRES", "NodeList", "MaxRSS", "Timelimit", "JobName")
 
     def accounting(self, job_id: str, attempts: int = 10, delay_s: float = 0.5) -> Accounting | None:
         """sacct's final record for the job; records arrive a second or two after the job ends, so retry.

@@ -13,7 +13,7 @@ from components.core.scheduler import SlurmClient
 
 SCRIPT = "#!/bin/bash\n#SBATCH --job-name=raw__numbers\nset -euo pipefail\npython workloads/draw_numbers.py\n"
 SACCT = ("17|COMPLETED|0:0|00:00:04|4|2026-11-21T10:00:00|2026-11-21T10:00:03|2026-11-21T10:00:07|1|2|00:03.500|"
-         "billing=2,cpu=2,mem=100M,node=1|localhost||00:05:00\n")
+         "billing=2,cpu=2,mem=100M,node=1|localhost||00:05:00|job\n")
 
 
 def _usage(user_s: float, system_s: float, maxrss_kb: int) -> resource.struct_rusage:

@@ -16,9 +16,9 @@ def test_parse_job_id_rejects_garbage():
 
 SACCT = "\n".join(
     [
-        "17|OUT_OF_MEMORY|0:125|00:00:04|4|2026-11-21T10:00:00|2026-11-21T10:00:03|2026-11-21T10:00:07|1|2|00:03.500|billing=2,cpu=2,gres/gpu=1,mem=100M,node=1|localhost||00:05:00",
-        "17.batch|OUT_OF_MEMORY|0:125|00:00:04|4|2026-11-21T10:00:03|2026-11-21T10:00:03|2026-11-21T10:00:07|1|2|00:03.500|cpu=2,mem=100M,node=1|localhost|150120K|",
-        "17.extern|COMPLETED|0:0|00:00:04|4|2026-11-21T10:00:03|2026-11-21T10:00:03|2026-11-21T10:00:07|1|2|00:00:00|billing=2|localhost|900K|",
+        "17|OUT_OF_MEMORY|0:125|00:00:04|4|2026-11-21T10:00:00|2026-11-21T10:00:03|2026-11-21T10:00:07|1|2|00:03.500|billing=2,cpu=2,gres/gpu=1,mem=100M,node=1|localhost||00:05:00|job",
+        "17.batch|OUT_OF_MEMORY|0:125|00:00:04|4|2026-11-21T10:00:03|2026-11-21T10:00:03|2026-11-21T10:00:07|1|2|00:03.500|cpu=2,mem=100M,node=1|localhost|150120K||job",
+        "17.extern|COMPLETED|0:0|00:00:04|4|2026-11-21T10:00:03|2026-11-21T10:00:03|2026-11-21T10:00:07|1|2|00:00:00|billing=2|localhost|900K||job",
     ]
 )
 
@@ -35,7 +35,7 @@ def test_sacct_record_and_metrics():
 
 
 def test_cancelled_by_uid_is_cancelled():
-    line = "9|CANCELLED by 1000|0:15|00:00:01|1|2026-11-21T10:00:00|2026-11-21T10:00:00|2026-11-21T10:00:01|1|1|00:00:00|cpu=1|localhost||00:01:00"
+    line = "9|CANCELLED by 1000|0:15|00:00:01|1|2026-11-21T10:00:00|2026-11-21T10:00:00|2026-11-21T10:00:01|1|1|00:00:00|cpu=1|localhost||00:01:00|job"
     assert SlurmClient(transport=None)._parse_sacct("9", line).state == "CANCELLED"
 
 
@@ -55,7 +55,7 @@ def test_queue_states_parse_plain_and_array_ids_and_skip_noise():
 
 
 def test_accountings_parse_each_job_from_one_answer():
-    text = SACCT + "\n" + "18|COMPLETED|0:0|00:00:01|1|2026-11-21T10:00:00|2026-11-21T10:00:00|2026-11-21T10:00:01|1|1|00:00:00|cpu=1|localhost||00:01:00"
+    text = SACCT + "\n" + "18|COMPLETED|0:0|00:00:01|1|2026-11-21T10:00:00|2026-11-21T10:00:00|2026-11-21T10:00:01|1|1|00:00:00|cpu=1|localhost||00:01:00|job"
     records = SlurmClient(transport=None).parse_accountings(["17", "18", "19"], text)
     assert sorted(records) == ["17", "18"]
     assert (records["17"].state, records["17"].max_rss, records["18"].state) == ("OUT_OF_MEMORY", "150120K", "COMPLETED")
