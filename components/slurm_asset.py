@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from components.core.errors import ConfigError
 from components.core.render import WORKLOADS_DIR
-from components.workload import WorkloadComponent, _doc, _placed
+from components.workload import PartitionsSpec, WorkloadComponent, _doc, _placed
 
 class ScaffoldParams(BaseModel):
     script: str | None = Field(None, description="Workload file name under workloads/ (default: <name>.py).")
@@ -112,14 +112,26 @@ class SlurmAssetComponent(WorkloadComponent):
         Sequence[dg.ResolvedAssetCheckSpec] | None,
         _doc("Asset checks the workload reports with report_asset_check.", [{"name": "no_nulls", "asset": "raw/numbers"}]),
     ] = None
+    partitions: Annotated[
+        PartitionsSpec | None,
+        _doc("Partitions of the assets (one kind: static, daily, hourly or dynamic). A backfill of N partitions is one run "
+             "and, on Slurm, one job array (sbatch --array=0-(N-1)%K, K = submission.max_concurrent); each task gets "
+             "$HPC_PARTITION_KEY and the key in its Pipes context, and each partition its own materialization.",
+             {"static": ["north", "south"]}, {"daily": {"start": "2026-01-01", "timezone": "Europe/Vienna"}}),
+    ] = None
+
     def asset_keys(self) -> list[dg.AssetKey]:
         return [spec.key for spec in self.assets]
+
+    def partitions_def(self) -> dg.PartitionsDefinition | None:
+        return None if self.partitions is None else self.partitions.definition()
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         project_root = Path(context.project_root)
         defs_file = Path(context.path) / "defs.yaml"
         try:
             plan = self.plan(project_root)
+            partitions_def = self.partitions_def()
         except (ConfigError, ValueError) as exc:
             raise _placed(exc, defs_file) from None
 
@@ -129,10 +141,13 @@ class SlurmAssetComponent(WorkloadComponent):
             check_specs=self.checks,
             description=f"{self.launcher} workload {WORKLOADS_DIR}/{plan.job.workload}",
             op_tags=self.op_tags(plan, project_root),
+            partitions_def=partitions_def,
+            # A backfill of N partitions is one run (one job array), not N runs.
+            backfill_policy=dg.BackfillPolicy.single_run() if partitions_def is not None else None,
         )
         def _assets(context):  # unannotated: string annotations confuse dagster's check
             # Re-plan at run time: the environment (cluster, account) may differ from load time.
-            run_plan = self.plan(project_root, strict=True)
+            run_plan = self.plan(project_root, strict=True, extra_env=self.partition_env(context))
             yield from self.execute(context, project_root, run_plan)
 
         return dg.Definitions(assets=[_assets])

@@ -25,6 +25,10 @@ from components.core.local import make_job_dir, run_script
 from components.core.profiles import ClusterProfile, load_profile, resolve_cluster_name
 from components.core.allocation import MODE_TAG, NEEDS_TAG, need_of
 from components.core.job_record import RemotePolicy
+from components.core import partition_runs
+from components.core.array_run import ArrayRun
+from components.core.partition_local import run_partitions_locally
+from components.core.partitions import partitions_definition, preview_keys
 from components.core.project import load_settings
 from components.core.remote import SlurmRun
 from components.core.render import WORKLOADS_DIR, JobPlan, JobSpec, plan_job, render_script
@@ -63,6 +67,32 @@ class SlurmResources(dg.Resolvable, dg.Model):
 
 
 
+class TimeWindowPartitions(dg.Resolvable, dg.Model):
+    """A daily or hourly partition window."""
+
+    start: Annotated[str, _doc("First partition: YYYY-MM-DD (daily) or YYYY-MM-DD-HH:MM (hourly); quote it in YAML.", "2026-01-01")]
+    end: Annotated[str | None, _doc("End of the last window (exclusive); default: windows up to now.", "2026-02-01")] = None
+    timezone: Annotated[str | None, _doc("IANA time zone of the windows; default UTC.", "Europe/Vienna")] = None
+
+
+class PartitionsSpec(dg.Resolvable, dg.Model):
+    """Partitions of the assets; give exactly one kind. A backfill of N partitions is one run, and on
+    Slurm one job array of N tasks (at most submission.max_concurrent at once), one per partition key."""
+
+    static: Annotated[list[str | int] | None, _doc("Fixed partition keys.", ["north", "south"])] = None
+    daily: Annotated[TimeWindowPartitions | None, _doc("One partition per day.", {"start": "2026-01-01"})] = None
+    hourly: Annotated[TimeWindowPartitions | None, _doc("One partition per hour.", {"start": "2026-01-01-00:00"})] = None
+    dynamic: Annotated[str | None, _doc("Name of a dynamic partitions set (keys added at run time by sensors or the UI).", "samples")] = None
+
+    def definition(self) -> dg.PartitionsDefinition:
+        """Raises ConfigError naming the key (partitions.daily.start, ...)."""
+        def window(value):
+            return None if value is None else {"start": value.start, "end": value.end, "timezone": value.timezone}
+
+        return partitions_definition(static=self.static, daily=window(self.daily), hourly=window(self.hourly),
+                                     dynamic=self.dynamic)
+
+
 class SubmissionPolicy(dg.Resolvable, dg.Model):
     """How a Slurm job is followed and when it is resubmitted."""
 
@@ -79,6 +109,10 @@ class SubmissionPolicy(dg.Resolvable, dg.Model):
              "before the step gives up; the job is never cancelled or failed for it, and re-executing re-attaches.",
              "01:00:00"),
     ] = "00:30:00"
+    max_concurrent: Annotated[
+        int, _doc("Partitioned assets: how many partitions of one run compute at once (the K of sbatch --array=0-(N-1)%K; "
+                  "locally, processes at once).", 8)
+    ] = 8
     allocation: Annotated[
         Literal["job", "run"] | None,
         _doc("job: this step is a Slurm job of its own. run: the steps of one Dagster run on the same cluster share one "
@@ -217,18 +251,25 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
     def plan(self, project_root: Path, cluster: str | None = None, *, strict: bool = False,
              extra_env: Sequence[tuple[str, str]] = ()) -> JobPlan:
         self.remote_policy(project_root)  # every component plans at load time: bad submission values surface there
+        self.max_concurrent()
+        self.partitions_def()
         return plan_job(self.get_profile(project_root, cluster), self.get_job_spec(project_root, extra_env), strict=strict)
 
     def render(self, project_root: Path, cluster: str | None = None, *, strict: bool = False) -> JobPlan:
         """Plan plus environment activation: what `hpc render` prints; connects to nothing."""
         profile = self.get_profile(project_root, cluster)
         spec = self.get_job_spec(project_root)
+        array_note = None
+        definition = self.partitions_def()
+        if definition is not None and profile.scheduler == "slurm":
+            keys, array_note = preview_keys(definition)
+            spec = replace(spec, array=(max(1, len(keys)), self.max_concurrent()))
         if profile.scheduler != "slurm":
             return plan_job(profile, spec, strict=strict)
         if strict and environments.PIPES in spec.imports:
             environments.check_job_python(profile, project_root)
         plan = plan_job(profile, spec, strict=strict, runtime=environments.activation(profile, project_root))
-        return replace(plan, notes=(*plan.notes, *environments.notes(profile)))
+        return replace(plan, notes=(*plan.notes, *environments.notes(profile), *((array_note,) if array_note else ())))
 
     def remote_policy(self, project_root: Path | None = None) -> RemotePolicy:
         """The submission attributes as the core's policy ([tool.hpc] of project_root fills `allocation`).
@@ -277,6 +318,9 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
         script = render_script(plan, project_root / CLUSTERS_DIR)
         for warning in plan.warnings:
             context.log.warning(warning)
+        if partition_runs.is_partition_range(context):
+            yield from self.execute_partitions(context, project_root, plan, script)
+            return
         if plan.profile.scheduler == "slurm":
             yield from SlurmRun(context, plan, project_root, self.remote_policy(project_root), self.op_name).execute()
             return
@@ -292,6 +336,46 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
             metadata=plan_values(plan.profile.name, self.launcher, f"{WORKLOADS_DIR}/{plan.job.workload}", script),
             cpus=plan.job.resources.cpus_per_task * plan.job.resources.total_tasks,
         )
+
+    def partitions_def(self) -> dg.PartitionsDefinition | None:
+        """The assets' partitions; None for unpartitioned components."""
+        return None
+
+    def partition_env(self, context: dg.AssetExecutionContext) -> tuple[tuple[str, str], ...]:
+        """HPC_PARTITION_KEY for a run of one partition (a backfill's tasks get theirs from the array)."""
+        return (("HPC_PARTITION_KEY", context.partition_key),) if context.has_partition_key else ()
+
+    def max_concurrent(self) -> int:
+        if self.submission.max_concurrent < 1:
+            raise ConfigError(f"submission.max_concurrent is {self.submission.max_concurrent}",
+                              fix="give how many partitions may compute at once, at least 1 (for example 8)",
+                              location=Location(key="submission.max_concurrent"))
+        return self.submission.max_concurrent
+
+    def execute_partitions(
+        self, context: dg.AssetExecutionContext, project_root: Path, plan: JobPlan, script: str
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        """A backfill's partitions: one Slurm job array (components.core.array_run), or local processes, at most
+        submission.max_concurrent at once; each partition recorded on its own (components.core.partition_runs)."""
+        keys = partition_runs.run_partition_keys(context)
+        done = partition_runs.done_in_lineage(context, keys)
+        todo = [key for key in keys if key not in done]
+        if done:
+            context.log.info(f"{len(done)} of {len(keys)} partitions were materialized earlier in this run's lineage; "
+                             f"computing the other {len(todo)}: {', '.join(todo) or 'none'}")
+        definition = context.assets_def.partitions_def
+        tasks: list = []
+        if todo and plan.profile.scheduler == "slurm":
+            run = ArrayRun(context, plan, project_root, self.remote_policy(project_root), self.op_name, definition, self.max_concurrent())
+            tasks = run.run_partitions(todo)
+        elif todo:
+            tasks = run_partitions_locally(
+                context, todo, self.max_concurrent(), script=script, jobs_root=project_root / LOCAL_JOBS_DIR,
+                name=self.op_name, workloads_dir=project_root / WORKLOADS_DIR, env={"HPC_CLUSTER": plan.profile.name},
+                metadata=plan_values(plan.profile.name, self.launcher, f"{WORKLOADS_DIR}/{plan.job.workload}", script),
+                cpus=plan.job.resources.cpus_per_task * plan.job.resources.total_tasks, definition=definition,
+            )
+        yield from partition_runs.report(context, tasks, done)
 
     # --- internals ---------------------------------------------------------------------------
 

@@ -50,7 +50,7 @@ def test_component_schema_documents_every_field():
         ("    time: \"00:05:00\"", "    time: \"2-00:00:00\"\n  cluster: leonardo", "time:", "exceeds the maximum 1-00:00:00"),
         ("    time: \"00:05:00\"", "    time: \"00:05:00\"\n    gpus: 1\n    partition_class: cpu\n  cluster: vsc5", "gpus:", "which has no GPUs"),
         # sbatch options that would break following the job are refused where they are written
-        ("    mem: 1G", "    mem: 1G\n    extra_directives:\n      - --constraint=a100\n      - --array=0-1", "--array", "job arrays are not supported yet"),
+        ("    mem: 1G", "    mem: 1G\n    extra_directives:\n      - --constraint=a100\n      - --array=0-1", "--array", "an array is made from the asset's partitions"),
         ("    mem: 1G", "    mem: 1G\n    extra_directives: [\"-o out.txt\"]", "extra_directives", "stdout must be slurm-%j.out"),
         ("    mem: 1G", "    mem: 1G\n    extra_directives: [--dependency=afterok:12]", "extra_directives", "declare deps instead"),
         ("  script: draw_numbers.py", "  script: draw_numbers.py\n  submission: {outage_tolerance: soon}", "submission:", "submission.outage_tolerance"),

@@ -87,11 +87,13 @@ def run_script(
     env: Mapping[str, str],
     metadata: Mapping[str, object],
     cpus: int = 1,
+    context_injector: dg.PipesContextInjector | None = None,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Run `script` in `job_dir` through Pipes; yield the workload's results with the run's metadata.
 
     metadata: the plan's values (components.core.run_metadata.plan_values); cpus: the CPUs the asset
-    requests, the denominator of cpu_efficiency. Raises dg.Failure on a non-zero exit, and on results
+    requests, the denominator of cpu_efficiency. context_injector: how the Pipes context reaches the
+    workload (default a temp file; one partition's task narrows it, components.core.partition_runs). Raises dg.Failure on a non-zero exit, and on results
     the definition does not declare (components.core.reported).
     """
     script_path = job_dir / "job.sh"
@@ -105,7 +107,7 @@ def run_script(
     warnings.filterwarnings("ignore", category=dg.PreviewWarning, module="dagster._core.pipes")
     with dg.open_pipes_session(
         context=context.op_execution_context,
-        context_injector=dg.PipesTempFileContextInjector(),
+        context_injector=context_injector or dg.PipesTempFileContextInjector(),
         message_reader=dg.PipesTempFileMessageReader(),
     ) as session:
         proc_env = {**os.environ, **env, **session.get_bootstrap_env_vars(), "PYTHONUNBUFFERED": "1"}

@@ -45,6 +45,9 @@ class JobSpec:
     ray_object_store_bytes: int | None = None
     # Python packages the job's environment must import (checked on the login node before the first job).
     imports: tuple[str, ...] = ()
+    # (tasks, at most this many at once): a Slurm job array, one task per partition key; each task
+    # sources tasks/<index>/task.env (its key and Pipes channel) and writes its output there.
+    array: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         for name, _ in self.env:
@@ -89,6 +92,13 @@ class JobPlan:
     time_limit_s: int | None = None  # what --time asks for; None when no limit is rendered
 
 
+def array_directive(tasks: int, max_concurrent: int) -> str:
+    """`--array=0-(N-1)%K` for N tasks, at most K running at once (K capped at N). Raises ValueError for N < 1 or K < 1."""
+    if tasks < 1 or max_concurrent < 1:
+        raise ValueError(f"an array needs at least one task and one at a time (got {tasks}, {max_concurrent})")
+    return f"--array=0-{tasks - 1}%{min(tasks, max_concurrent)}"
+
+
 def _directives(
     profile: ClusterProfile, job: JobSpec, strict: bool
 ) -> tuple[list[Directive], list[str], list[str], int | None]:
@@ -109,8 +119,14 @@ def _directives(
 
     add(f"--job-name={shell.job_name(job.name)}", f"asset {', '.join(job.assets)}")
     # Relative to the job directory, where the script is submitted from: no path is baked in.
-    add("--output=slurm-%j.out", "job directory layout")
-    add("--error=slurm-%j.err", "job directory layout")
+    if job.array is None:
+        add("--output=slurm-%j.out", "job directory layout")
+        add("--error=slurm-%j.err", "job directory layout")
+    else:
+        # One directory per array task: its output, its Pipes channel, its exit code.
+        add(array_directive(*job.array), "partitions (one task per partition key) and submission.max_concurrent")
+        add("--output=tasks/%a/slurm-%A_%a.out", "job directory layout (array task)")
+        add("--error=tasks/%a/slurm-%A_%a.err", "job directory layout (array task)")
     add("--open-mode=append", "job directory layout (a requeued job adds to its output instead of erasing it)")
     add(f"--partition={res.partition or pclass.partition}",
         "resources.partition" if res.partition else profile.source(*cpath, "partition"))
@@ -290,6 +306,7 @@ def render_script(plan: JobPlan, clusters_dir: Path) -> str:
         "data_dir": _data_dir(profile, Path(clusters_dir).parent),
         "launch": plan.launch,
         "ray": _ray_context(plan),
+        "array": job.array is not None and profile.scheduler == "slurm",
     }
     try:
         template = template_environment(clusters_dir).get_template(profile.template)

@@ -101,7 +101,7 @@ def check_directive(text: str) -> ShellSafe:
 # sbatch options that would break how a job is followed: its files, its id, its single run.
 # Long name -> (short letter, why).
 UNFOLLOWABLE = {
-    "array": ("a", "job arrays are not supported yet: every task would share one job directory and Pipes channel"),
+    "array": ("a", "an array is made from the asset's partitions: declare partitions: (and submission.max_concurrent) instead"),
     "output": ("o", "the job's stdout must be slurm-%j.out in its job directory, where it is tailed"),
     "error": ("e", "the job's stderr must be slurm-%j.err in its job directory, where it is tailed"),
     "open-mode": (None, "output is appended so that a requeued job keeps the lines of every execution"),
