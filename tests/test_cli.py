@@ -173,3 +173,14 @@ def test_extends_cycle_in_clusters_is_reported_with_its_fix(in_project, capsys):
     (in_project / "clusters" / "b.yaml").write_text("extends: a\n")
     code, _, err = _run(capsys, "clusters")
     assert code == 2 and "a -> b -> a" in err and "fix: remove `extends:" in err
+
+
+def test_render_shows_the_array_of_a_partitioned_asset():
+    result = hpc("render", "defs/regions", "--cluster", "docker")
+    assert result.returncode == 0, result.stderr
+    # All four static keys, at most submission.max_concurrent (2) at once; each task its own files.
+    assert "#SBATCH --array=0-3%2\n" in result.stdout
+    assert "#SBATCH --output=tasks/%a/slurm-%A_%a.out\n" in result.stdout
+    assert '. "$HPC_TASK_DIR/task.env"' in result.stdout and "one array of N tasks" in result.stdout
+    local = hpc("render", "defs/regions", "--cluster", "local")
+    assert local.returncode == 0 and "--array" not in local.stdout and "HPC_TASK_DIR" not in local.stdout

@@ -180,3 +180,37 @@ def test_graph_mistakes_name_the_defs_yaml_lines_dagster_loaded(project):
     assert "did you mean raw/numbers?" in text
     assert re.search(r"defs/numbers/defs.yaml:\d+ \[attributes.assets\[0\].key\]: asset key raw/numbers is declared here "
                      r"and again in \S*defs/numbers_copy/defs.yaml:\d+", text), text
+
+
+REGIONS = "defs/regions/defs.yaml"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle", "message"),
+    [
+        ("    static: [north, south, east, west]", '    daily: {start: "2026-13-01"}', "daily:", "partitions.daily.start '2026-13-01' is not a daily time"),
+        ("    static: [north, south, east, west]", "    static: [north]\n    dynamic: samples", "partitions:", "partitions declares static and dynamic at once"),
+        ("    static: [north, south, east, west]", "    static: [north, north]", "static:", "partition key 'north' is listed twice"),
+        ("    max_concurrent: 2", "    max_concurrent: 0", "max_concurrent:", "submission.max_concurrent is 0"),
+    ],
+)
+def test_bad_partitions_are_reported_with_file_and_line(project, old, new, needle, message):
+    from components.core.errors import ConfigError
+
+    lines = _edit(project, REGIONS, old, new)
+    with pytest.raises(Exception) as info:
+        _build(project)
+    error = _root_cause(info.value)
+    assert isinstance(error, ConfigError), repr(error)
+    text = str(error)
+    assert message in text and "fix:" in text, text
+    assert f"defs/regions/defs.yaml:{_line(lines, needle)}" in text, text
+
+
+def test_partitioned_asset_gets_partitions_and_a_single_run_backfill(project):
+    import dagster as dg
+
+    defs = _build(project)
+    assets_def = defs.resolve_assets_def(dg.AssetKey(["raw", "region_counts"]))
+    assert assets_def.partitions_def.get_partition_keys() == ["north", "south", "east", "west"]
+    assert assets_def.backfill_policy == dg.BackfillPolicy.single_run()
