@@ -225,6 +225,17 @@ def cluster_env() -> dict[str, str]:
     return env
 
 
+def launch_env(cluster: dict[str, str], sessions: Path) -> dict[str, str]:
+    """The environment of a bench's `dg launch`: this one plus the test cluster's variables, a private
+    session directory `sessions` (the bench's own SSH masters and allocation locks) and this venv's
+    bin first; variables that would send the assets elsewhere or as someone else are dropped."""
+    env = {**os.environ, **cluster, "HPC_SESSION_DIR": str(sessions), "NO_COLOR": "1",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for name in ("HPC_CLUSTER", "HPC_FORCE_CLUSTER", "HPC_DOCKER_USER", "HPC_DOCKER_ACCOUNT"):
+        env.pop(name, None)
+    return env
+
+
 def make_project(base: Path, variant: str, names: list[str]) -> Path:
     """A project copy with the no-op assets `names` on cluster docker; per-process sets ssh.session: process."""
     (base / variant).mkdir()
@@ -285,20 +296,30 @@ def launch(project: Path, home: Path, names: list[str], env: dict[str, str], max
     }
 
 
-def _materializations(home: Path) -> int:
-    """Materializations in the newest run of the instance at `home` (0 when the run did not succeed)."""
+def newest_run(home: Path) -> tuple[str, str, int]:
+    """(run id, status, materializations) of the newest run of the instance at `home`, read in a fresh
+    process; ("", "NONE", 0) when it has none or cannot be read."""
     probe = textwrap.dedent(f"""\
+        import json
         import dagster as dg
         with dg.DagsterInstance.from_config({str(home)!r}) as instance:
             runs = instance.get_runs(limit=1)
-            ok = bool(runs) and runs[0].status == dg.DagsterRunStatus.SUCCESS
-            print(sum(1 for r in instance.all_logs(runs[0].run_id)
-                      if r.dagster_event is not None and r.dagster_event.event_type_value == "ASSET_MATERIALIZATION")
-                  if ok else 0)
+            n = sum(1 for r in instance.all_logs(runs[0].run_id)
+                    if r.dagster_event is not None and r.dagster_event.event_type_value == "ASSET_MATERIALIZATION") if runs else 0
+            print(json.dumps([runs[0].run_id, runs[0].status.value, n] if runs else ["", "NONE", 0]))
         """)
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     lines = out.stdout.strip().splitlines()
-    return int(lines[-1]) if out.returncode == 0 and lines else 0
+    if out.returncode != 0 or not lines:
+        return "", "NONE", 0
+    run_id, status, count = json.loads(lines[-1])
+    return run_id, status, count
+
+
+def _materializations(home: Path) -> int:
+    """Materializations in the newest run of the instance at `home` (0 when the run did not succeed)."""
+    _, status, count = newest_run(home)
+    return count if status == "SUCCESS" else 0
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -341,10 +362,7 @@ def main() -> None:
     names = [f"noop_{i:02d}" for i in range(args.assets)]
     base = Path(tempfile.mkdtemp(prefix="hpc-bench-ssh-"))
     sessions = Path(tempfile.mkdtemp(prefix="hpc-bs-"))  # short: control socket paths are limited to ~100 bytes
-    env = {**os.environ, **cluster, "HPC_SESSION_DIR": str(sessions), "NO_COLOR": "1",
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    for name in ("HPC_CLUSTER", "HPC_FORCE_CLUSTER", "HPC_DOCKER_USER", "HPC_DOCKER_ACCOUNT"):
-        env.pop(name, None)
+    env = launch_env(cluster, sessions)
     samples: dict[str, list[dict]] = {v: [] for v in VARIANTS}
     try:
         projects = {v: make_project(base, v, names) for v in VARIANTS}
