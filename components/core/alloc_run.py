@@ -13,8 +13,10 @@ every command here.
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,6 +61,7 @@ class RunAllocation:
         self.record: A.AllocationRecord | None = None
         self.profile = run.profile
         self.per_core_mb: int | None = None  # memory per core of the step's partition, MB
+        self.tag_key = ""  # the run tag of the allocation for the step's partition
 
     # -- placing a step -------------------------------------------------------------------------
     def place(self, need: A.StepNeed) -> A.AllocationRecord | None:
@@ -68,7 +71,9 @@ class RunAllocation:
         if need.why_not:
             log.info(f"{need.op} runs as its own Slurm job, not in the run's allocation: {need.why_not}")
             return None
-        lock = _lock_path(run.context.run.run_id, self.profile.name)
+        # One allocation per partition (with its QoS and account) of the run on this cluster.
+        self.tag_key = f"{A.ALLOCATION_TAG_PREFIX}{self.profile.name}/{need.partition}"
+        lock = _lock_path(run.context.run.run_id, f"{self.profile.name}-{need.partition}")
         try:
             with flocked(lock, LOCK_WAIT_S):
                 record = self._current()
@@ -87,7 +92,7 @@ class RunAllocation:
         """The run's allocation on this cluster if it may still take steps."""
         run = self.run
         tags = run.context.instance.get_run_by_id(run.context.run.run_id).tags
-        record = A.AllocationRecord.from_tag(tags.get(A.ALLOCATION_TAG_PREFIX + self.profile.name, ""))
+        record = A.AllocationRecord.from_tag(tags.get(self.tag_key, ""))
         if record is None:
             return None
         if record.job_id == UNCONFIRMED:
@@ -114,13 +119,14 @@ class RunAllocation:
         script = A.render_allocation(plan, run.project_root / "clusters", idle_timeout_s=self.idle_timeout_s,
                                      abandon_s=run.policy.outage_tolerance_s)
         base = run._patiently(run.base_dir)
-        alloc_dir = f"{base}/jobs/{run_id}/allocation-{int(time.time())}"
+        # Unique: a run may hold allocations on several partitions, and obtain a new one after one ended.
+        alloc_dir = f"{base}/jobs/{run_id}/allocation-{re.sub(r'[^A-Za-z0-9_.-]', '_', need.partition)}-{uuid.uuid4().hex[:8]}"
         q = shlex.quote
         run._patiently(lambda: run.transport.run(
             f"umask 077; mkdir -p {q(base)}/jobs && chmod 700 {q(base)}/jobs && mkdir -p {q(alloc_dir)}/requests "
             f"{q(alloc_dir)}/started {q(alloc_dir)}/finished && touch {q(alloc_dir)}/heartbeat"))
         run._patiently(run.transport.put, script.encode(), f"{alloc_dir}/allocation.sh", 0o700)
-        tag_key = A.ALLOCATION_TAG_PREFIX + self.profile.name
+        tag_key = self.tag_key
         context.instance.add_run_tags(run_id, {tag_key: A.AllocationRecord(self.profile.name, UNCONFIRMED, alloc_dir, shape).tag()})
         job_id = None
         while job_id is None:

@@ -26,7 +26,7 @@ from components.core.resources import JobResources
 from components.core.units import format_mem, format_time, parse_mem_mb
 
 ALLOCATION_TEMPLATE = "allocation.sbatch.j2"
-ALLOCATION_TAG_PREFIX = "hpc/allocation/"  # + cluster: the run's allocation there (AllocationRecord.tag())
+ALLOCATION_TAG_PREFIX = "hpc/allocation/"  # + "<cluster>/<partition>": the run's allocation there (AllocationRecord.tag())
 NEEDS_TAG = "hpc/needs"  # op tag: the step's StepNeed as JSON, read by the step that sizes the allocation
 MODE_TAG = "hpc/allocation"  # op tag: "run" when the op asks for the run's allocation
 

@@ -23,6 +23,10 @@ REEXECUTE = """
 mutation($params: ReexecutionParams!) { launchPipelineReexecution(reexecutionParams: $params) {
   __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
 } }"""
+TERMINATE = """
+mutation($id: String!) { terminateRun(runId: $id) {
+  __typename ... on TerminateRunFailure { message } ... on PythonError { message }
+} }"""
 STATUS = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
 LOCATION = "{ workspaceOrError { ... on Workspace { locationEntries { name locationOrLoadError { __typename "
 LOCATION += "... on RepositoryLocation { repositories { name } } ... on PythonError { message } } } } } }"
@@ -96,6 +100,12 @@ class DagsterUI:
             raise RuntimeError(f"launch refused: {answer}")
         return answer["run"]["runId"]
 
+    def terminate(self, run_id: str) -> None:
+        """What the UI's Terminate button does."""
+        answer = self.query(TERMINATE, {"id": run_id})["terminateRun"]
+        if answer["__typename"] != "TerminateRunSuccess":
+            raise RuntimeError(f"terminate refused: {answer}")
+
     def status(self, run_id: str) -> str:
         return self.query(STATUS, {"id": run_id})["runOrError"]["status"]
 
@@ -113,13 +123,25 @@ class DagsterUI:
         return dg.DagsterInstance.from_config(str(self.home))
 
     def kill_run_processes(self, run_id: str) -> int:
-        """SIGKILL every process working on the run: its step workers (their command line names the
-        run) and the run worker above them. A dead orchestrator; returns how many were killed."""
-        steps = [pid for pid in _pids() if run_id.encode() in _cmdline(pid)]
-        parents = {_parent(pid) for pid in steps}
-        workers = [pid for pid in parents if b"execute_run" in _cmdline(pid)]
+        """SIGKILL every process working on the run: a dead orchestrator; returns how many were killed.
+
+        Only the step workers' log capture (`tail -F .../<run id>/...`) names the run on its command
+        line; its parent is the step worker, whose parent is the run worker (both multiprocessing
+        spawn children, under the code server, which lives on). Those two and all their descendants go.
+        """
+        pids = _pids()
+        parents = {pid: _parent(pid) for pid in pids}
+        named = {pid for pid in pids if run_id.encode() in _cmdline(pid)}
+        steps = {parents[pid] for pid in named if b"spawn_main" in _cmdline(parents[pid])}
+        workers = {parents[pid] for pid in steps if b"spawn_main" in _cmdline(parents[pid])}
+        doomed = named | steps | workers
+        grew = True
+        while grew:
+            children = {pid for pid, parent in parents.items() if parent in doomed} - doomed
+            doomed |= children
+            grew = bool(children)
         killed = 0
-        for pid in workers + steps:
+        for pid in doomed:
             try:
                 os.kill(pid, signal.SIGKILL)
                 killed += 1
