@@ -25,9 +25,10 @@ from components.core import environments
 from components.core.alloc_run import RunAllocation
 from components.core.allocation import need_of, step_name
 from components.core.contact import ContactWatch, OutageTooLong
+from components.core.step_errors import gave_up, job_failure
 from components.core.local import unreported_checks
 from components.core.metrics import job_metrics
-from components.core.outcome import Outcome, decide, pending_verdict
+from components.core.outcome import decide, pending_verdict
 from components.core.poller import SharedPoller
 from components.core.pipes_remote import RemoteFileContextInjector, RemoteFileMessageReader
 from components.core.reported import declared_results
@@ -38,7 +39,6 @@ from components.core.scheduler import ACTIVE, QueueState, SchedulerUnavailable, 
 from components.core.shell import quote_path
 from components.core.ssh_target import ContactLost, NoSession, TransportError, target_for
 from components.core.transports import transport_for
-from components.core.units import format_time
 
 T = TypeVar("T")
 
@@ -187,7 +187,7 @@ class SlurmRun:
                 last = self._wait(job)
             except OutageTooLong as exc:
                 reader.final_patience_s = 0
-                raise self._gave_up(exc, job, job_dir) from None
+                raise gave_up(exc, job, job_dir, self.profile.name, self.transport.target.login.host, self.policy) from None
             except dg.Failure:
                 reader.final_patience_s = 10
                 raise
@@ -205,7 +205,7 @@ class SlurmRun:
             record = self._patiently(self._accounting, job)
             marker = self._patiently(self._exit_marker, job_dir)
         except OutageTooLong as exc:
-            raise self._gave_up(exc, job, job_dir) from None
+            raise gave_up(exc, job, job_dir, self.profile.name, self.transport.target.login.host, self.policy) from None
         outcome = decide(last, record, marker)
         if outcome.evidence == "exit-code file":
             log.warning(f"no accounting record for job {job.job_id}; its outcome is taken from the exit-code file the job wrote")
@@ -225,33 +225,7 @@ class SlurmRun:
             return None
         if outcome.state in self.policy.retry_states and attempt < self.policy.max_attempts:
             return outcome.state
-        raise self._failure(job, job_dir, outcome, reader, metadata)
-
-    def _failure(self, job: SubmittedJob, job_dir: str, outcome: Outcome, reader: RemoteFileMessageReader, metadata: dict) -> dg.Failure:
-        stderr = reader.stderr_tail.text()
-        return dg.Failure(
-            description=(
-                f"{job.describe()} on {self.profile.name} ended {outcome.state} ({outcome.exit_text()}): {outcome.cause()}\n"
-                f"job dir: {job_dir}\n--- last {len(reader.stderr_tail)} lines of stderr ---\n{stderr}"
-            ),
-            metadata=run_metadata({**metadata, "stderr_tail": stderr}, NOT_ACCOUNTED if "node_hours" in metadata else NO_ACCOUNTING),
-        )
-
-    def _gave_up(self, exc: OutageTooLong, job: SubmittedJob | None, job_dir: str) -> dg.Failure:
-        host = self.transport.target.login.host
-        if job is None:
-            return dg.Failure(f"{exc}; whether sbatch queued the job is unknown. Re-executing this step asks Slurm for a job "
-                              f"in {job_dir} and re-attaches to it if there is one, else submits.")
-        return dg.Failure(
-            description=(
-                f"gave up following Slurm job {job.job_id} on {self.profile.name}: {exc}. The job may still be running; "
-                f"nothing was cancelled. Re-executing this step re-attaches to it and harvests its results, whatever its state; "
-                f"to stop it instead, run `scancel {job.job_id}` on {host}. Raise submission.outage_tolerance "
-                f"(now {format_time(self.policy.outage_tolerance_s)}) to wait longer.\njob dir: {job_dir}"
-            ),
-            metadata=run_metadata({"slurm_job_id": job.job_id, "cluster": self.profile.name, "job_dir": job_dir,
-                                   "contact_lost_s": round(exc.lost_s, 1)}, "contact with the cluster was lost"),
-        )
+        raise job_failure(job, job_dir, self.profile.name, outcome, reader.stderr_tail, metadata)
 
     def _cancel(self, job: SubmittedJob, why: str) -> bool:
         log = self.context.log
