@@ -35,13 +35,17 @@ def cmd_render(args: argparse.Namespace, project_root: Path) -> int:
     defs_file = workload_defs_file(project_root, args.path)
     clusters = available_profiles(clusters_dir) if args.all_clusters else (args.cluster or [None])
     for index, cluster in enumerate(clusters):
-        try:
+        try:  # ConfigError and the core's value errors: point at the asset's defs.yaml
             plan = component.render(project_root, cluster, strict=args.strict)
-        except ValueError as exc:  # ConfigError and the core's value errors: point at the asset's defs.yaml
+            plan, allocation_script = component.render_in_allocation(project_root, plan, strict=args.strict)
+        except ValueError as exc:
             raise _placed(exc, defs_file) from None
         if len(clusters) > 1:
             print(("\n" if index else "") + f"# ===== {plan.profile.name} =====")
         sys.stdout.write(render_script(plan, clusters_dir))
+        if allocation_script is not None:
+            print("\n# ===== the run's allocation (submission.allocation: run): allocation.sh =====")
+            sys.stdout.write(allocation_script)
         for warning in plan.warnings:
             print(f"warning: {warning}", file=sys.stderr)
     return 0

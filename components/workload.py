@@ -24,6 +24,7 @@ from components.core.imports import workload_imports
 from components.core.local import make_job_dir, run_script
 from components.core.profiles import ClusterProfile, load_profile, resolve_cluster_name
 from components.core.allocation import MODE_TAG, NEEDS_TAG, need_of
+from components.core.allocation import preview as allocation_preview
 from components.core.job_record import RemotePolicy
 from components.core import partition_runs
 from components.core.array_run import ArrayRun
@@ -270,6 +271,15 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
             environments.check_job_python(profile, project_root)
         plan = plan_job(profile, spec, strict=strict, runtime=environments.activation(profile, project_root))
         return replace(plan, notes=(*plan.notes, *environments.notes(profile), *((array_note,) if array_note else ())))
+
+    def render_in_allocation(self, project_root: Path, plan: JobPlan, *, strict: bool = False) -> tuple[JobPlan, str | None]:
+        """`hpc render` with submission.allocation: run: the step's plan with its srun line, and the
+        allocation's script; (plan, None) when the step is a job of its own."""
+        policy = self.remote_policy(project_root)
+        if plan.profile.scheduler != "slurm" or policy.allocation != "run" or plan.job.array:
+            return plan, None
+        return allocation_preview(plan, self.op_name, project_root / CLUSTERS_DIR, idle_timeout_s=policy.allocation_idle_timeout_s,
+                                  abandon_s=policy.outage_tolerance_s, explicit=policy.allocation_resources, strict=strict)
 
     def remote_policy(self, project_root: Path | None = None) -> RemotePolicy:
         """The submission attributes as the core's policy ([tool.hpc] of project_root fills `allocation`).

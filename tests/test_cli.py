@@ -48,6 +48,36 @@ def test_render_strict_fails_like_submission_would():
     assert "Traceback" not in result.stderr
 
 
+def test_render_shows_the_step_as_a_job_step_and_the_runs_allocation(tmp_path):
+    from tests.conftest import copy_project
+
+    project = copy_project(tmp_path)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("[tool.hpc]", '[tool.hpc]\nallocation = "run"', 1))
+    result = hpc("render", "defs/numbers", "--cluster", "docker", cwd=project)
+    assert result.returncode == 0, result.stderr
+    step, _, allocation = result.stdout.partition("# ===== the run's allocation (submission.allocation: run): allocation.sh =====\n")
+    assert "\nsrun --job-name=raw__numbers.1 --nodes=1 --ntasks=1 --cpus-per-task=1 --exact --mem=1G --time=00:05:00 " in step
+    assert allocation.startswith("#!/bin/bash\n") and "#SBATCH --mem=1G" in allocation
+    assert "--cpus-per-task=1 <- allocation sized for steps raw__numbers" in allocation
+    # An asset that says job keeps its own job, whatever the project says.
+    defs = project / "defs" / "numbers" / "defs.yaml"
+    defs.write_text(defs.read_text() + "  submission: {allocation: job}\n")
+    result = hpc("render", "defs/numbers", "--cluster", "docker", cwd=project)
+    assert "allocation.sh" not in result.stdout and "\nsrun " not in result.stdout
+
+
+def test_project_allocation_setting_must_be_job_or_run(tmp_path):
+    from tests.conftest import copy_project
+
+    project = copy_project(tmp_path)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("[tool.hpc]", '[tool.hpc]\nallocation = "shared"', 1))
+    result = hpc("render", "defs/numbers", "--cluster", "docker", cwd=project)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "allocation 'shared' is not one of job, run" in result.stderr and "pyproject.toml" in result.stderr
+
+
 def test_render_strict_refuses_a_job_python_without_dagster_pipes(tmp_path):
     from tests.conftest import copy_project
 

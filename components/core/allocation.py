@@ -107,6 +107,8 @@ def need_of(plan: JobPlan, op: str) -> StepNeed:
     why_not = None
     if plan.job.launcher == "ray":
         why_not = "launcher ray brings up its own Ray cluster over a job's nodes"
+    elif getattr(plan.job, "array", None):
+        why_not = "a backfill of several partitions runs as a Slurm job array"
     elif res.exclusive:
         why_not = "it asks for whole nodes (exclusive)"
     elif res.extra_directives:
@@ -256,14 +258,14 @@ class AllocationRecord:
             return None
 
 
-def allocation_plan(profile: ClusterProfile, shape: AllocationShape, name: str) -> JobPlan:
+def allocation_plan(profile: ClusterProfile, shape: AllocationShape, name: str, *, strict: bool = True) -> JobPlan:
     """The allocation's sbatch directives through the profile (omitted directives, account, time
     limits as for any job), each traced to the steps it was sized for."""
     resources = JobResources(nodes=shape.nodes, ntasks=shape.nodes, cpus_per_task=shape.cpus_per_node,
                              mem=None if shape.mem_mb is None else f"{shape.mem_mb}M", gpus=shape.gpus,
                              time=format_time(shape.time_s), partition=shape.partition, qos=shape.qos, account=shape.account)
     spec = JobSpec(name=name, assets=shape.steps or (name,), workload=Path("allocation"), launcher="bash", resources=resources)
-    plan = plan_job(profile, spec, strict=True)
+    plan = plan_job(profile, spec, strict=strict)
     sized = f"allocation sized for steps {', '.join(shape.steps) or name}"
     traced = tuple(Directive(d.option, sized if d.source.startswith("resources.") or d.source.startswith("asset ") else d.source)
                    for d in plan.directives)
@@ -293,3 +295,24 @@ def render_allocation(plan: JobPlan, clusters_dir: Path, *, idle_timeout_s: int,
     except jinja2.TemplateError as exc:
         raise ConfigError(f"template error in {ALLOCATION_TEMPLATE}: {exc}",
                           fix="restore clusters/templates/allocation.sbatch.j2 from the project template") from None
+
+
+def preview(plan: JobPlan, op: str, clusters_dir: Path, *, idle_timeout_s: int, abandon_s: int,
+            explicit: JobResources | None = None, strict: bool = False) -> tuple[JobPlan, str | None]:
+    """What `hpc render` shows for a step with submission.allocation: run: its plan with the srun line
+    that makes it a job step, and the allocation's script sized for this step alone (in a run, it is
+    sized from all the run's steps on the partition). (plan unchanged, None) for a step that must run alone."""
+    profile = plan.profile
+    need = need_of(plan, op)
+    if need.why_not is not None:
+        return replace(plan, notes=(*plan.notes, f"runs as a Slurm job of its own, not in the run's allocation: {need.why_not}")), None
+    per_core = mem_per_core_mb(profile, need.partition)
+    runtime = replace(plan.runtime, step_srun=srun_prefix(profile, need, step_name(op, 1), per_core))
+    stepped = plan_job(profile, plan.job, strict=strict, runtime=runtime)
+    note = "runs as an srun job step of the run's allocation (submission.allocation: run); its script follows this one"
+    stepped = replace(stepped, notes=(*plan.notes, note), warnings=plan.warnings)
+    cpus, mem = node_of(profile, need.partition)
+    shape = size(need, [], per_core, None, explicit, node_cpus=cpus, node_mem_mb=mem)
+    alloc = allocation_plan(profile, shape, "alloc-RUNID", strict=strict)
+    alloc = replace(alloc, notes=("sized here for this step alone; in a run, for every step of the run on this partition",))
+    return stepped, render_allocation(alloc, clusters_dir, idle_timeout_s=idle_timeout_s, abandon_s=abandon_s)
