@@ -54,6 +54,11 @@ def test_component_schema_documents_every_field():
         ("    mem: 1G", "    mem: 1G\n    extra_directives: [\"-o out.txt\"]", "extra_directives", "stdout must be slurm-%j.out"),
         ("    mem: 1G", "    mem: 1G\n    extra_directives: [--dependency=afterok:12]", "extra_directives", "declare deps instead"),
         ("  script: draw_numbers.py", "  script: draw_numbers.py\n  submission: {outage_tolerance: soon}", "submission:", "submission.outage_tolerance"),
+        ("  script: draw_numbers.py", "  script: draw_numbers.py\n  submission: {allocation_idle_timeout: 2m}", "submission:",
+         "submission.allocation_idle_timeout"),
+        ("  script: draw_numbers.py", "  script: draw_numbers.py\n  submission:\n    allocation_resources: {mem: lots}", "allocation_resources",
+         "submission.allocation_resources.mem"),
+        ("  script: draw_numbers.py", "  script: draw_numbers.py\n  submission: {allocation: shared}", "submission:", "allocation"),
         ('    OMP_NUM_THREADS: "1"', '    OMP_NUM_THREADS: "1"\n    1BAD: x', "1BAD", "environment variable name '1BAD' is not valid"),
     ],
 )
