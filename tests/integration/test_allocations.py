@@ -48,6 +48,7 @@ def ui(slurm_cluster, tmp_path_factory):
     _asset(project, "slow", "sleeper.py", resources='time: "00:10:00"', extra="args: [300]\n")
     _asset(project, "abandoned", "sleeper.py", resources='time: "00:10:00"',
            extra='args: [300]\nsubmission: {allocation_idle_timeout: "00:00:05", outage_tolerance: "00:00:15"}\n')
+    _asset(project, "survivor", "sleeper.py", resources='time: "00:05:00"', extra="args: [12]\n")
     ui = DagsterUI(project)
     yield ui
     ui.stop()
@@ -160,3 +161,20 @@ def test_an_allocation_whose_orchestrator_died_ends_itself(ui):
     assert rows[alloc]["state"] == "COMPLETED", rows  # it ended itself
     step = next(row for row in rows.values() if row["name"] == "abandoned.1")
     assert step["state"] in ("CANCELLED", "FAILED"), step
+
+
+def test_a_reexecution_reattaches_to_the_job_step_a_dead_orchestrator_left(ui):
+    run_id = ui.launch(["survivor"])
+    alloc = _wait_step_running(ui, run_id, "survivor.1")
+    assert ui.kill_run_processes(run_id) >= 3
+    instance = ui.instance()
+    instance.report_run_failed(instance.get_run_by_id(run_id))  # what run monitoring does for a dead run worker
+    # The step runs on (the orchestrator's outage tolerance is 30 min), ends, and its allocation with it.
+    _wait_gone(alloc, timeout=90)
+    rerun = ui.reexecute(run_id)
+    assert ui.wait(rerun, timeout=180) == "SUCCESS", failures(ui.instance(), rerun)
+    instance = ui.instance()
+    meta = materializations(instance, rerun)["survivor"]
+    assert meta["slurm_allocation"] == alloc and meta["slurm_job_id"].startswith(f"{alloc}.") and meta["slept_s"] == 12.0
+    logs = run_logs(instance, rerun)
+    assert any("re-attaching" in m for m in logs) and not any("obtained allocation" in m for m in logs)
