@@ -49,6 +49,9 @@ def ui(slurm_cluster, tmp_path_factory):
     _asset(project, "abandoned", "sleeper.py", resources='time: "00:10:00"',
            extra='args: [300]\nsubmission: {allocation_idle_timeout: "00:00:05", outage_tolerance: "00:00:15"}\n')
     _asset(project, "survivor", "sleeper.py", resources='time: "00:05:00"', extra="args: [12]\n")
+    _workload(project, "broken.py", "import sys\nprint('cannot parse row 7', file=sys.stderr)\nsys.exit(4)\n")
+    _asset(project, "broken", "broken.py", resources='time: "00:02:00"')
+    _asset(project, "fine", "sleeper.py", resources='time: "00:02:00"', extra="args: [3]\n")
     ui = DagsterUI(project)
     yield ui
     ui.stop()
@@ -178,3 +181,15 @@ def test_a_reexecution_reattaches_to_the_job_step_a_dead_orchestrator_left(ui):
     assert meta["slurm_allocation"] == alloc and meta["slurm_job_id"].startswith(f"{alloc}.") and meta["slept_s"] == 12.0
     logs = run_logs(instance, rerun)
     assert any("re-attaching" in m for m in logs) and not any("obtained allocation" in m for m in logs)
+
+
+def test_a_failing_job_step_fails_its_asset_alone(ui):
+    run_id = ui.launch(["broken", "fine"])
+    assert ui.wait(run_id, timeout=240) == "FAILURE"
+    instance = ui.instance()
+    text = failures(instance, run_id)
+    alloc = _allocation_of(ui, run_id)
+    assert f"job step broken.1 of allocation {alloc} on docker ended FAILED (exit code 4)" in text, text
+    assert "cannot parse row 7" in text
+    assert materializations(instance, run_id)["fine"]["slurm_allocation"] == alloc
+    assert _sacct(alloc)[alloc]["state"] == "COMPLETED"  # released once both steps had run
