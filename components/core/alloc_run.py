@@ -223,6 +223,8 @@ class RunAllocation:
     def accounting(self, job: SubmittedJob, attempts: int = 10, delay_s: float = 0.5) -> Accounting | None:
         """sacct's record of the step (JobID <allocation>.<n>, found by its name); None after ~11 s without one."""
         client: SlurmClient = self.run.client
+        if self.run.poller is not None:
+            self.run.poller.forget(job.job_id)  # this process follows the allocation no more (others re-register)
         for attempt in range(attempts):
             try:
                 text = client.sacct_text([job.job_id])
