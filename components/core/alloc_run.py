@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from components.core import allocation as A
-from components.core.job_record import SubmittedJob, UNCONFIRMED
+from components.core.job_record import UNCONFIRMED, SubmittedJob, poll_interval
 from components.core.scheduler import ACTIVE, Accounting, QueueState, SchedulerUnavailable, SlurmClient, SubmissionError
 from components.core.ssh_target import ContactLost, NoSession
 from components.core.shared_files import LockTimeout, flocked
@@ -185,9 +185,8 @@ class RunAllocation:
         last = None
         polls = 0
         warned: set[str] = set()
-        from components.core.remote import POLL_SCHEDULE_S
         while True:
-            interval = min(POLL_SCHEDULE_S[min(polls, len(POLL_SCHEDULE_S) - 1)], run.policy.max_poll_interval_s)
+            interval = poll_interval(polls, run.policy.max_poll_interval_s)
             where, code = run._patiently(self.step_state, job, floor_s=interval)
             alloc = run._patiently(run._queue_state, job.job_id, interval, floor_s=interval)
             seen = (where, alloc.state if alloc else None, alloc.reason if alloc else None)

@@ -15,6 +15,13 @@ from components.core.resources import JobResources
 TAG_PREFIX = "hpc/job/"
 OUTCOME_TAG_PREFIX = "hpc/outcome/"
 UNCONFIRMED = "unconfirmed"  # the job id of a submission whose sbatch answer has not arrived
+# Seconds between squeue questions while following a job: quick right after submission, slower later.
+POLL_SCHEDULE_S = (0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+
+
+def poll_interval(polls: int, max_s: float) -> float:
+    """The pause (seconds) before question number `polls` + 1, at most `max_s` (submission.max_poll_interval_s)."""
+    return min(POLL_SCHEDULE_S[min(polls, len(POLL_SCHEDULE_S) - 1)], max_s)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ from components.core.poller import SharedPoller
 from components.core.pipes_remote import RemoteFileContextInjector, RemoteFileMessageReader
 from components.core.reported import declared_results
 from components.core.run_metadata import NO_ACCOUNTING, NOT_ACCOUNTED, plan_values, run_metadata
-from components.core.job_record import OUTCOME_TAG_PREFIX, TAG_PREFIX, UNCONFIRMED, RemotePolicy, SubmittedJob, workloads_tar
+from components.core.job_record import (POLL_SCHEDULE_S, OUTCOME_TAG_PREFIX, TAG_PREFIX, UNCONFIRMED,  # noqa: F401 - re-exported
+                                        RemotePolicy, SubmittedJob, poll_interval, workloads_tar)
 from components.core.render import JobPlan, plan_job, render_script
 from components.core.scheduler import ACTIVE, QueueState, SchedulerUnavailable, SlurmClient, SubmissionError
 from components.core.shell import quote_path
@@ -46,7 +47,6 @@ T = TypeVar("T")
 RUN_GRACE_S = 180
 # Remote base directories as the login shell expands them, resolved once per connection target.
 _BASE_DIRS: dict[tuple, str] = {}
-POLL_SCHEDULE_S = (0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 
 
 class SlurmRun:
@@ -313,7 +313,7 @@ class SlurmRun:
         warned: set[str] = set()
         polls = 0
         while True:
-            interval = min(POLL_SCHEDULE_S[min(polls, len(POLL_SCHEDULE_S) - 1)], self.policy.max_poll_interval_s)
+            interval = poll_interval(polls, self.policy.max_poll_interval_s)
             state = self._patiently(self._queue_state, job.job_id, interval, floor_s=interval)
             if state is None:
                 return None
