@@ -7,6 +7,8 @@ array; locally, at most submission.max_concurrent processes at once."""
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import textwrap
 import time
@@ -52,6 +54,7 @@ ASSETS = {
     "ok": ("docker", ["a", "b", "c"], 2, 0.5),
     "flaky": ("docker", ["p1", "p2", "p3", "p4"], 4, 0.5),
     "slow": ("docker", ["s1", "s2", "s3"], 2, 120),
+    "orphan": ("docker", ["o1", "o2", "o3"], 3, 8),
     "here": ("local", ["l1", "l2", "l3", "l4", "l5"], 2, 1.5),
 }
 
@@ -105,9 +108,9 @@ def _partition_materializations(instance, name: str, keys: list[str]) -> dict[st
     return out
 
 
-def _sacct_tasks(run_id: str) -> list[str]:
+def _sacct_tasks(run_id: str, tries: int = 20) -> list[str]:
     """Job ids (as sacct prints them, 123_4 for an array task) of every job whose directory belongs to the run."""
-    for _ in range(20):
+    for _ in range(tries):
         out = subprocess.run(["sacct", "-X", "-n", "-P", "-a", "-S", "now-3hours", "-o", "JobID,WorkDir"],
                              capture_output=True, text=True, timeout=60).stdout
         ids = sorted({line.split("|")[0] for line in out.splitlines() if f"/jobs/{run_id}/" in line.split("|", 1)[1] + "/"})
@@ -180,9 +183,7 @@ def test_terminate_cancels_every_task_of_the_array(ui):
     deadline = time.monotonic() + 90
     running = []
     while time.monotonic() < deadline and len(running) < 2:
-        out = subprocess.run(["squeue", "-h", "-a", "-n", "arrays__slow", "-t", "RUNNING", "-o", "%i"],
-                             capture_output=True, text=True, timeout=60).stdout
-        running = out.split()
+        running = _run_tasks(run_id, "RUNNING")
         time.sleep(0.3)
     assert len(running) == 2, "two tasks (max_concurrent) never ran"  # the third waits: %2
     answer = ui.query(TERMINATE, {"id": run_id})["terminateRun"]
@@ -190,12 +191,64 @@ def test_terminate_cancels_every_task_of_the_array(ui):
     sent = time.monotonic()
     left = "x"
     while left and time.monotonic() - sent < 20:
-        left = subprocess.run(["squeue", "-h", "-a", "-n", "arrays__slow", "-t", "PENDING,RUNNING", "-o", "%i"],
-                              capture_output=True, text=True, timeout=60).stdout.strip()
+        left = " ".join(_run_tasks(run_id, "PENDING,RUNNING"))
         time.sleep(0.3)
     assert not left, f"tasks still queued or running {time.monotonic() - sent:.0f}s after Terminate: {left}"
     assert ui.wait(run_id, timeout=60) == "CANCELED"
     assert any("cancelling Slurm job array" in m for m in run_logs(ui.instance(), run_id))
+
+
+def test_killed_orchestrator_then_reexecution_reattaches_to_the_running_array(ui):
+    run_id = _backfill(ui, "orphan", "o1", "o3")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not _run_tasks(run_id, "RUNNING"):
+        time.sleep(0.3)
+    instance = ui.instance()
+    assert _kill_run_tree(instance, run_id) >= 2  # the run worker and the step's
+    instance.report_run_failed(instance.get_run_by_id(run_id))  # what run monitoring does for a dead worker
+    assert _run_tasks(run_id, "PENDING,RUNNING"), "the array should still be running"
+    rerun = ui.reexecute(run_id)
+    assert ui.wait(rerun, timeout=120) == "SUCCESS", failures(ui.instance(), rerun)
+    instance = ui.instance()
+    first = _sacct_tasks(run_id)
+    # Nothing submitted again: no job has a directory of the re-execution.
+    assert len(first) == 3 and _sacct_tasks(rerun, tries=1) == []
+    logs = run_logs(instance, rerun)
+    assert any(f"re-attaching to Slurm job array {first[0].split('_')[0]}" in m for m in logs), logs
+    assert not any("submitted Slurm job array" in m for m in logs)
+    found = _partition_materializations(instance, "orphan", ["o1", "o2", "o3"])
+    assert {key: (run, meta["slurm_job_id"], meta["key_seen"]) for key, (run, meta) in found.items()} == {
+        key: (rerun, task, key) for key, task in zip(["o1", "o2", "o3"], first)}
+
+
+def _kill_run_tree(instance, run_id: str) -> int:
+    """SIGKILL the run's processes and everything below them: a dead orchestrator. The run worker and
+    the step workers say their pids in the run's engine events ("... (pid: 123)")."""
+    pids = {int(m) for text in run_logs(instance, run_id) for m in re.findall(r"pid: (\d+)", text)}
+    procs = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                procs[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    doomed, grew = {pid for pid in pids if pid in procs and pid != os.getpid()}, True
+    while grew:
+        below = {pid for pid, ppid in procs.items() if ppid in doomed} - doomed
+        grew = bool(below)
+        doomed |= below
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(doomed)
+
+
+def _run_tasks(run_id: str, states: str) -> list[str]:
+    """Ids of the run's jobs (array tasks) in these states, as root's squeue sees them."""
+    out = subprocess.run(["squeue", "-h", "-a", "-t", states, "-o", "%i|%Z"], capture_output=True, text=True, timeout=60)
+    return [line.split("|")[0] for line in out.stdout.splitlines() if f"/jobs/{run_id}/" in line + "/"]
 
 
 def test_local_mode_runs_each_partition_at_most_k_at_a_time(ui):
