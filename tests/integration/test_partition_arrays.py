@@ -267,3 +267,12 @@ def test_local_mode_runs_each_partition_at_most_k_at_a_time(ui):
     found = _partition_materializations(ui.instance(), "here", ["l1", "l2", "l3", "l4", "l5"])
     assert {key: meta["key_seen"] for key, (_, meta) in found.items()} == {k: k for k in ["l1", "l2", "l3", "l4", "l5"]}
     assert all(meta["slurm_job_id"].startswith("n/a") and meta["elapsed_s"] >= 1.5 for _, meta in found.values())
+
+
+def test_a_run_of_one_partition_stays_one_process_with_its_key(ui):
+    run_id = ui.launch(["arrays/here"], tags={"dagster/partition": "l3"})
+    assert ui.wait(run_id, timeout=120) == "SUCCESS", failures(ui.instance(), run_id)
+    found = _partition_materializations(ui.instance(), "here", ["l3"])
+    run, meta = found["l3"]
+    assert run == run_id and (meta["key_seen"], meta["env_key"]) == ("l3", "l3")
+    assert not any("running 1 partition(s) locally" in m for m in run_logs(ui.instance(), run_id))
