@@ -30,7 +30,7 @@ import dagster as dg
 
 from components.core import environments
 from components.core.contact import OutageTooLong
-from components.core.job_record import RemotePolicy
+from components.core.job_record import UNCONFIRMED, RemotePolicy
 from components.core.metrics import job_metrics
 from components.core.outcome import decide
 from components.core.partition_runs import TaskContextInjector, TaskResult
@@ -40,7 +40,7 @@ from components.core.render import JobPlan, plan_job, render_script
 from components.core.reported import declared_results
 from components.core.run_metadata import NO_ACCOUNTING, NOT_ACCOUNTED, plan_values, run_metadata
 from components.core.scheduler import ACTIVE, QueueState, SchedulerUnavailable, SubmissionError, parse_queue_states
-from components.core.ssh_target import ContactLost
+from components.core.ssh_target import ContactLost, NoSession
 
 ARRAY_TAG_PREFIX = "hpc/array/"
 ARRAY_OUTCOME_TAG_PREFIX = "hpc/array-outcome/"
@@ -117,6 +117,10 @@ class ArrayRun(SlurmRun):
                 continue
             if tags.get(ARRAY_OUTCOME_TAG_PREFIX + self.op_name, "").split("|")[0] == array.job_id:
                 return None
+            if array.job_id == UNCONFIRMED:
+                # sbatch's answer was lost: Slurm knows whether the array exists.
+                found = self._patiently(self._array_in_dir, array.job_dir)
+                return replace(array, job_id=found) if found else None
             return array
         return None
 
@@ -222,11 +226,21 @@ class ArrayRun(SlurmRun):
         script = render_script(plan, self.project_root / "clusters")
         self._patiently(self.transport.put, script.encode(), f"{job_dir}/job.sh", 0o700)
         self._scripts[job_dir] = script
+        # Recorded before sbatch runs: if its answer is lost for good, a re-execution asks Slurm.
+        self.context.instance.add_run_tags(self.context.run.run_id, {
+            ARRAY_TAG_PREFIX + self.op_name: SubmittedArray(self.profile.name, UNCONFIRMED, job_dir, tasks).tag()})
         self.job_known = True
-        try:
-            job_id = self._patiently(self.client.submit, job_dir)
-        except SubmissionError as exc:
-            raise dg.Failure(f"sbatch on {self.profile.name} refused the job array: {exc}\njob dir: {job_dir}") from None
+        job_id = None
+        while job_id is None:
+            try:
+                job_id = self.client.submit(job_dir)
+            except SubmissionError as exc:
+                raise dg.Failure(f"sbatch on {self.profile.name} refused the job array: {exc}\njob dir: {job_dir}") from None
+            except (ContactLost, SchedulerUnavailable, NoSession) as exc:
+                # The answer was lost, not necessarily the array: ask Slurm before submitting again.
+                self.context.log.warning(f"no answer from sbatch ({exc}); looking for the array before submitting again")
+                time.sleep(self.watch.lost(exc))
+                job_id = self._patiently(self._array_in_dir, job_dir)
         array = SubmittedArray(self.profile.name, job_id, job_dir, tasks)
         self.context.instance.add_run_tags(self.context.run.run_id, {ARRAY_TAG_PREFIX + self.op_name: array.tag()})
         self.context.log.info(f"submitted Slurm job array {job_id} on {self.profile.name}: {tasks} task(s), "
@@ -258,6 +272,11 @@ class ArrayRun(SlurmRun):
                 raise dg.Failure(f"job array {array.job_id} waited in the queue longer than {self.policy.queue_timeout_s}s; cancelled")
             time.sleep(interval)
             polls += 1
+
+    def _array_in_dir(self, job_dir: str) -> str | None:
+        """The array job id Slurm knows for job_dir (squeue prints 123_4 or 123_[0-9%8]), if any."""
+        found = self.client.job_in_dir(job_dir)
+        return found.split("_")[0] if found else None
 
     def _array_queue(self, array_id: str) -> dict[str, QueueState]:
         """One squeue for every task of the array, keyed as JobArrayID prints them (123_4, 123_[5-9%8]);
