@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,6 +17,7 @@ import dagster as dg
 from pydantic import BaseModel, Field
 
 from components.core.errors import ConfigError
+from components.core.job_record import RemotePolicy
 from components.core.render import WORKLOADS_DIR
 from components.workload import PartitionsSpec, WorkloadComponent, _doc, _placed
 
@@ -125,6 +127,12 @@ class SlurmAssetComponent(WorkloadComponent):
 
     def partitions_def(self) -> dg.PartitionsDefinition | None:
         return None if self.partitions is None else self.partitions.definition()
+
+    def remote_policy(self, project_root: Path | None = None) -> RemotePolicy:
+        # A partitioned asset is its own job or job array, never a step of the run's allocation: a backfill
+        # step would be counted when the allocation is sized and then never come (it submits an array).
+        policy = super().remote_policy(project_root)
+        return replace(policy, allocation="job") if self.partitions is not None else policy
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         project_root = Path(context.project_root)

@@ -222,3 +222,13 @@ def test_partitioned_asset_gets_partitions_and_a_single_run_backfill(project):
     assets_def = defs.resolve_assets_def(dg.AssetKey(["raw", "region_counts"]))
     assert assets_def.partitions_def.get_partition_keys() == ["north", "south", "east", "west"]
     assert assets_def.backfill_policy == dg.BackfillPolicy.single_run()
+
+
+def test_a_partitioned_asset_never_joins_the_runs_allocation(project):
+    import dagster as dg
+
+    _edit(project, REGIONS, "    max_concurrent: 2", "    max_concurrent: 2\n    allocation: run\n  cluster: docker")
+    defs = _build(project)
+    op = defs.resolve_assets_def(dg.AssetKey(["raw", "region_counts"])).op
+    assert op.tags.get("hpc/cluster") == "docker"
+    assert "hpc/allocation" not in op.tags and "hpc/needs" not in op.tags, op.tags
