@@ -4,7 +4,7 @@
     .venv/bin/python bench/shared_poller.py [--processes 6,12] [--sleep 30]
 
 For each N, N spawned processes (as the multiprocess executor spawns step processes) each follow one
-`sleep S` job on the test cluster with the steps' own adaptive schedule (remote.POLL_SCHEDULE_S:
+`sleep S` job on the test cluster with the steps' own adaptive schedule (job_record.POLL_SCHEDULE_S:
 0.1 s after submission, growing to 5 s), once through one SharedPoller directory shared by all of them
 and once each with its own `squeue -j <id>`. The jobs are submitted together once every follower is
 ready. Prints the squeue calls the followers made (their own counters), the wall time and calls per
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from components.core.poller import SharedPoller  # noqa: E402
-from components.core.remote import POLL_SCHEDULE_S  # noqa: E402
+from components.core.job_record import POLL_SCHEDULE_S  # noqa: E402
 from components.core.scheduler import ACTIVE, SchedulerUnavailable, SlurmClient  # noqa: E402
 
 

@@ -24,7 +24,7 @@ import dagster as dg
 
 from components.core import allocation as A
 from components.core.job_record import UNCONFIRMED, SubmittedJob, poll_interval
-from components.core.scheduler import ACTIVE, Accounting, QueueState, SchedulerUnavailable, SlurmClient, SubmissionError
+from components.core.scheduler import ACTIVE, Accounting, QueueState, SchedulerUnavailable, SlurmClient
 from components.core.ssh_target import ContactLost, NoSession
 from components.core.shared_files import LockTimeout, flocked
 from components.core.units import format_time
@@ -128,18 +128,7 @@ class RunAllocation:
         run._patiently(run.transport.put, script.encode(), f"{alloc_dir}/allocation.sh", 0o700)
         tag_key = self.tag_key
         context.instance.add_run_tags(run_id, {tag_key: A.AllocationRecord(self.profile.name, UNCONFIRMED, alloc_dir, shape).tag()})
-        job_id = None
-        while job_id is None:
-            try:
-                job_id = run.client.submit(alloc_dir, "allocation.sh")
-            except SubmissionError as exc:
-                raise dg.Failure(f"sbatch on {self.profile.name} refused the run's allocation: {exc}\n"
-                                 f"allocation dir: {alloc_dir}") from None
-            except (ContactLost, SchedulerUnavailable, NoSession) as exc:
-                # The answer was lost, not necessarily the allocation: ask Slurm before submitting again.
-                context.log.warning(f"no answer from sbatch for the allocation ({exc}); looking for it before submitting again")
-                time.sleep(run.watch.lost(exc))
-                job_id = run._patiently(run.client.job_in_dir, alloc_dir)
+        job_id = run.sbatch(alloc_dir, "run's allocation", script="allocation.sh")
         record = A.AllocationRecord(self.profile.name, job_id, alloc_dir, shape)
         context.instance.add_run_tags(run_id, {tag_key: record.tag()})
         context.log.info(f"obtained allocation {job_id} on {self.profile.name} for this run: {shape.describe()}, "

@@ -35,12 +35,13 @@ from components.core.metrics import job_metrics
 from components.core.outcome import decide
 from components.core.partition_runs import TaskContextInjector, TaskResult
 from components.core.pipes_remote import RemoteFileMessageReader
-from components.core.remote import POLL_SCHEDULE_S, SlurmRun
+from components.core.job_record import poll_interval
+from components.core.remote import SlurmRun
 from components.core.render import JobPlan, plan_job, render_script
 from components.core.reported import declared_results
 from components.core.run_metadata import NO_ACCOUNTING, NOT_ACCOUNTED, plan_values, run_metadata
-from components.core.scheduler import ACTIVE, QueueState, SchedulerUnavailable, SubmissionError, parse_queue_states
-from components.core.ssh_target import ContactLost, NoSession
+from components.core.scheduler import ACTIVE, QueueState, SchedulerUnavailable, parse_queue_states
+from components.core.ssh_target import ContactLost
 
 ARRAY_TAG_PREFIX = "hpc/array/"
 ARRAY_OUTCOME_TAG_PREFIX = "hpc/array-outcome/"
@@ -230,17 +231,7 @@ class ArrayRun(SlurmRun):
         self.context.instance.add_run_tags(self.context.run.run_id, {
             ARRAY_TAG_PREFIX + self.op_name: SubmittedArray(self.profile.name, UNCONFIRMED, job_dir, tasks).tag()})
         self.job_known = True
-        job_id = None
-        while job_id is None:
-            try:
-                job_id = self.client.submit(job_dir)
-            except SubmissionError as exc:
-                raise dg.Failure(f"sbatch on {self.profile.name} refused the job array: {exc}\njob dir: {job_dir}") from None
-            except (ContactLost, SchedulerUnavailable, NoSession) as exc:
-                # The answer was lost, not necessarily the array: ask Slurm before submitting again.
-                self.context.log.warning(f"no answer from sbatch ({exc}); looking for the array before submitting again")
-                time.sleep(self.watch.lost(exc))
-                job_id = self._patiently(self._array_in_dir, job_dir)
+        job_id = self.sbatch(job_dir, "job array", find=self._array_in_dir)
         array = SubmittedArray(self.profile.name, job_id, job_dir, tasks)
         self.context.instance.add_run_tags(self.context.run.run_id, {ARRAY_TAG_PREFIX + self.op_name: array.tag()})
         self.context.log.info(f"submitted Slurm job array {job_id} on {self.profile.name}: {tasks} task(s), "
@@ -255,7 +246,7 @@ class ArrayRun(SlurmRun):
         started = time.monotonic()
         polls = 0
         while True:
-            interval = min(POLL_SCHEDULE_S[min(polls, len(POLL_SCHEDULE_S) - 1)], self.policy.max_poll_interval_s)
+            interval = poll_interval(polls, self.policy.max_poll_interval_s)
             states = task_states(self._patiently(self._array_queue, array.job_id, floor_s=interval), array.job_id, array.tasks)
             last.update(states)
             counts: dict[str, int] = {}

@@ -33,8 +33,8 @@ from components.core.poller import SharedPoller
 from components.core.pipes_remote import RemoteFileContextInjector, RemoteFileMessageReader
 from components.core.reported import declared_results
 from components.core.run_metadata import NO_ACCOUNTING, NOT_ACCOUNTED, plan_values, run_metadata
-from components.core.job_record import (POLL_SCHEDULE_S, OUTCOME_TAG_PREFIX, TAG_PREFIX, UNCONFIRMED,  # noqa: F401 - re-exported
-                                        RemotePolicy, SubmittedJob, poll_interval, workloads_tar)
+from components.core.job_record import (OUTCOME_TAG_PREFIX, TAG_PREFIX, UNCONFIRMED, RemotePolicy, SubmittedJob,
+                                        poll_interval, workloads_tar)
 from components.core.render import JobPlan, plan_job, render_script
 from components.core.scheduler import ACTIVE, QueueState, SchedulerUnavailable, SlurmClient, SubmissionError
 from components.core.shell import quote_path
@@ -270,23 +270,33 @@ class SlurmRun:
         # Recorded before sbatch runs: if its answer is lost for good, a re-execution asks Slurm.
         self.context.instance.add_run_tags(self.context.run.run_id,
                                            {TAG_PREFIX + self.op_name: SubmittedJob(self.profile.name, UNCONFIRMED, job_dir).tag()})
-        job_id = None
         self.job_known = True  # from the moment sbatch runs, a job may exist
-        while job_id is None:
-            try:
-                job_id = self.client.submit(job_dir)
-            except SubmissionError as exc:
-                raise dg.Failure(f"sbatch on {self.profile.name} refused the job: {exc}\njob dir: {job_dir}") from None
-            except (ContactLost, SchedulerUnavailable, NoSession) as exc:
-                # The answer was lost, not necessarily the job: ask Slurm before submitting again.
-                self.context.log.warning(f"no answer from sbatch ({exc}); looking for the job before submitting again")
-                time.sleep(self.watch.lost(exc))
-                job_id = self._patiently(self.client.job_in_dir, job_dir)
+        job_id = self.sbatch(job_dir, "job")
         job = SubmittedJob(self.profile.name, job_id, job_dir)
         self.job_known = True
         self.context.instance.add_run_tags(self.context.run.run_id, {TAG_PREFIX + self.op_name: job.tag()})
         self.context.log.info(f"submitted Slurm job {job_id} on {self.profile.name} ({job_dir})")
         return job
+
+    def sbatch(self, job_dir: str, what: str, script: str = "job.sh", find: Callable[[str], str | None] | None = None) -> str:
+        """sbatch `script` in job_dir and return the job id, never submitting twice: when the answer is
+        lost, Slurm is asked first for a job from that directory (`find`, default SlurmClient.job_in_dir).
+
+        Raises dg.Failure when sbatch refuses (Slurm's message, naming `what`: job, job array, allocation).
+        """
+        find = find or self.client.job_in_dir
+        while True:
+            try:
+                return self.client.submit(job_dir, script)
+            except SubmissionError as exc:
+                raise dg.Failure(f"sbatch on {self.profile.name} refused the {what}: {exc}\njob dir: {job_dir}") from None
+            except (ContactLost, SchedulerUnavailable, NoSession) as exc:
+                # The answer was lost, not necessarily the job: ask Slurm before submitting again.
+                self.context.log.warning(f"no answer from sbatch ({exc}); looking for the {what} before submitting again")
+                time.sleep(self.watch.lost(exc))
+                found = self._patiently(find, job_dir)
+                if found:
+                    return found
 
     def _place(self, runtime, attempt: int):
         """(allocation record, runtime with the step's srun, step name) when this step runs in the
