@@ -325,6 +325,12 @@ class WorkloadComponent(dg.Component, dg.Resolvable, dg.Model):
     def execute(
         self, context: dg.AssetExecutionContext, project_root: Path, plan: JobPlan
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        if self.partitions_def() is not None and not context.has_partition_key and not context.has_partition_key_range:
+            # Dagster runs a partitioned op without a key when asked to; the workload would fail on pipes.partition_key.
+            keys = ", ".join(key.to_user_string() for key in self.asset_keys())
+            raise dg.Failure(f"{keys} is partitioned and this run names no partition: nothing was run. Materialize a "
+                             f"partition or a backfill: in the UI pick the partitions, or run `.venv/bin/dg launch --assets "
+                             f"{keys} --partition <key>` (or `--partition-range <first>...<last>`)")
         script = render_script(plan, project_root / CLUSTERS_DIR)
         for warning in plan.warnings:
             context.log.warning(warning)

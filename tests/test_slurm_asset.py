@@ -228,3 +228,11 @@ def test_a_partitioned_asset_never_joins_the_runs_allocation(project):
     op = defs.resolve_assets_def(dg.AssetKey(["raw", "region_counts"])).op
     assert op.tags.get("hpc/cluster") == "docker"
     assert "hpc/allocation" not in op.tags and "hpc/needs" not in op.tags, op.tags
+
+
+def test_a_partitioned_asset_run_without_a_partition_says_how_to_pick_one(project, monkeypatch):
+    from tests.conftest import materialize_failing
+
+    text = materialize_failing(project, ["raw/region_counts"], monkeypatch)
+    assert "raw/region_counts is partitioned and this run names no partition: nothing was run" in text, text
+    assert "--partition <key>" in text and "Traceback" not in text
