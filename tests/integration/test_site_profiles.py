@@ -51,6 +51,14 @@ def test_site_profiles_run_every_example_asset_on_their_first_job(slurm_cluster,
     for site, (_, _, base, _) in SITES.items():
         (tmp_path / site).mkdir()
         projects[site] = project = copy_project(tmp_path / site)
+        # `dg launch --assets '*'` refuses a partitioned asset without --partition; the partitioned
+        # example runs as a job array in test_partition_arrays.py.
+        shutil.rmtree(project / "defs" / "regions")
+        # The sites' nodes (128 cores on VSC-5) would size the ensemble's allocation for its steps side by
+        # side; the test nodes have 2 cores, shared by three sites at once: an explicit one-core shape.
+        for folder in ("member_1", "member_2", "spread"):
+            edit(project, f"defs/ensemble/{folder}/defs.yaml", "    allocation: run",
+                 '    allocation: run\n    allocation_resources: {cpus_per_task: 1, mem: 1500M, time: "00:15:00"}')
         edit(project, "defs/documents/defs.yaml", "path: workloads/example_documents", f"path: {corpus}")
         # One CPU per node and Docling job, so that the three sites' jobs fit the two test nodes at once.
         if site == "leonardo":
