@@ -100,7 +100,9 @@ class RunAllocation:
             if not found:
                 return None
             record = A.AllocationRecord(record.cluster, found, record.alloc_dir, record.shape)
-        state = run._patiently(run._queue_state, record.job_id, 1.0)
+        # Asked directly, not from the shared poller's cache: an answer cached a moment before the
+        # allocation was submitted does not list it, and would make this step obtain a second one.
+        state = run._patiently(run.client.queue_state, record.job_id)
         if state is None or state.state not in ACTIVE:
             return None
         released = run._patiently(lambda: run.transport.run(f"test -e {shlex.quote(record.alloc_dir)}/release", check=False))
