@@ -280,7 +280,7 @@ class RayDoclingScaffolder(dg.Scaffolder[DoclingScaffoldParams]):
             "input": {"path": documents, "formats": ["pdf", "docx", "html", "md"]},
             "features": {"source": source, "converted": converted},
             "docling": {"pipeline": "native"},
-            "ray": {"workers": 2, "batch_size": 8},
+            "ray": {"workers": "auto", "batch_size": 8},
             "resources": {"nodes": 1, "cpus_per_task": 2, "mem": "4G", "time": "00:30:00"},
         }
         if params.cluster:

@@ -52,20 +52,29 @@ class DoclingOptions(dg.Resolvable, dg.Model):
         "standard: layout and table models, which need weights (artifacts_path).", "native", "standard")] = "native"
     ocr: Annotated[bool, _doc("standard pipeline: OCR scanned pages.")] = False
     table_structure: Annotated[bool, _doc("standard pipeline: recover table structure.")] = True
-    device: Annotated[Literal["auto", "cpu", "cuda", "mps"], _doc("Accelerator for the models.", "cuda")] = "auto"
+    device: Annotated[Literal["auto", "cpu", "cuda", "mps"], _doc(
+        "Accelerator for the layout, table and OCR models. auto: CUDA when a GPU is visible to the converter (torch), "
+        "Apple's MPS, else CPU; the one chosen is logged and in the asset's metadata.", "cuda")] = "auto"
     artifacts_path: Annotated[str | None, _doc("Prefetched model weights (`docling-tools models download -o DIR`) for "
                                                "nodes without internet; sets HF_HUB_OFFLINE=1.", "$WORK/docling-models")] = None
     num_threads: Annotated[int, _doc("Threads per converter.", 1, 4)] = 1
     page_batch_size: Annotated[int, _doc("Pages processed together.", 4)] = 4
-    layout_batch_size: Annotated[int, _doc("standard pipeline: layout model batch (64 suits a GPU).", 64)] = 4
-    ocr_batch_size: Annotated[int, _doc("standard pipeline: OCR batch.", 4)] = 4
+    layout_batch_size: Annotated[int | None, _doc("standard pipeline: layout model batch; default 64 on a CUDA GPU (Docling's GPU guide), 4 elsewhere.", 64)] = None
+    ocr_batch_size: Annotated[int | None, _doc("standard pipeline: OCR batch; default 64 on a CUDA GPU, 4 elsewhere.", 4)] = None
     table_batch_size: Annotated[int, _doc("standard pipeline: table model batch.", 4)] = 4
-    document_timeout_s: Annotated[float | None, _doc("Give up on a PDF after this long; it is recorded as failed.", 300)] = None
+    document_timeout_s: Annotated[float | None, _doc(
+        "Seconds one document may take. Docling stops between pages at this limit; a document still converting at "
+        "1.5x it (grace at least 0.5 s, at most 60 s) is stopped wherever it is: its converter process or Ray actor is "
+        "killed and replaced. Either way the document is recorded as failed (timed out), never as a truncated result.", 300)] = None
 
 
 class RayOptions(dg.Resolvable, dg.Model):
-    workers: Annotated[int, _doc("Converter actors (each loads Docling once); 0 converts in the workload's process without Ray.", 2, 8)] = 2
-    batch_size: Annotated[int, _doc("Most documents per batch; batches are also cut by estimated pages so large documents go alone.", 8)] = 8
+    workers: Annotated[int | Literal["auto"], _doc(
+        "Converter actors (each loads Docling once). auto: convert in the workload's process, and start Ray in the "
+        "background with CPUs / cpus_per_worker actors only when the rest of the increment would take longer than "
+        "starting it (measured as it goes). 0: never Ray. N: N actors; the workload's process converts until they are ready.",
+        "auto", 0, 8)] = "auto"
+    batch_size: Annotated[int, _doc("Most results written to the metadata store at once (they are also written every 5 s).", 8)] = 8
     cpus_per_worker: Annotated[float, _doc("CPUs each actor reserves.", 1)] = 1.0
     gpus_per_worker: Annotated[float, _doc("GPUs each actor reserves (0.5 shares a GPU between two).", 0, 1)] = 0.0
     object_store_memory: Annotated[str | None, _doc("Ray object store per node, such as 2G; default Ray's share of memory.", "2G")] = None
@@ -165,8 +174,8 @@ class RayDoclingComponent(WorkloadComponent):
         decls = scan(project_root / DEFS_DIR)
         source_graph = validate(decls, source_decl)
         graph = validate(decls, converted_decl)
-        if self.ray.workers < 0 or self.ray.batch_size < 1:
-            raise ConfigError("ray.workers must be >= 0 and ray.batch_size >= 1", fix="for example workers: 2, batch_size: 8",
+        if (self.ray.workers != "auto" and self.ray.workers < 0) or self.ray.batch_size < 1:
+            raise ConfigError("ray.workers must be auto or >= 0 and ray.batch_size >= 1", fix="for example workers: auto, batch_size: 8",
                               location=Location(key="ray"))
         try:
             _bytes(self.ray.object_store_memory)

@@ -64,7 +64,7 @@ def test_converts_once_then_only_what_changed_and_reports_a_corrupt_file(project
 def test_standard_pipeline_without_weights_says_how_to_get_them(project, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     edit(project, "defs/documents/defs.yaml", "pipeline: native", "pipeline: standard")
-    edit(project, "defs/documents/defs.yaml", "workers: 2", "workers: 0")
+    edit(project, "defs/documents/defs.yaml", "workers: auto", "workers: 0")
     message = materialize_failing(project, KEYS, monkeypatch)
     assert "could not load its models" in message
     assert "docling-tools models download" in message and "artifacts_path" in message

@@ -65,9 +65,10 @@ def test_site_profiles_run_every_example_asset_on_their_first_job(slurm_cluster,
             # Docling on a two-node Ray cluster: a head and a worker on two Slurm nodes, one actor each.
             edit(project, "defs/documents/defs.yaml", "    nodes: 1\n    cpus_per_task: 2\n    mem: 3G",
                  "    nodes: 2\n    cpus_per_task: 1\n    mem: 1800M")
+            # Explicit actors: `auto` would keep so small a corpus in the workload's process.
+            edit(project, "defs/documents/defs.yaml", "    workers: auto", "    workers: 2")
         else:
             edit(project, "defs/documents/defs.yaml", "    cpus_per_task: 2\n    mem: 3G", "    cpus_per_task: 1\n    mem: 1800M")
-            edit(project, "defs/documents/defs.yaml", "    workers: 2", "    workers: 1")
         # A data dir of this test's own (outputs and the Metaxy store); the envs stay in the site's base dir.
         (project / "clusters" / "overrides" / f"{site}.yaml").write_text(SWAP + f"paths: {{data_dir: {base}-test-{tag}}}\n")
         homes[site] = tmp_path / f"dagster-{site}"

@@ -1,32 +1,41 @@
-"""hpc_runtime.documents without Ray: listing, cost estimates and cost-weighted batches."""
+"""hpc_runtime.documents and docling_pool without Docling: listing, cost estimates, the scheduler's rules."""
 
 from __future__ import annotations
 
 import sys
+from collections import deque
 
 import pytest
 
 from bench.corpus import write_document
 from components.core.documents import options_digest
-from components.runtime.documents import MissingPackages, estimate_cost, list_documents, plan_batches, require_packages
+from components.runtime.docling_convert import MissingPackages, require_packages
+from components.runtime.docling_pool import hard_limit, ray_pays_off, take
+from components.runtime.documents import estimate_cost, list_documents
 from components.runtime.increment import FeatureDataError
 
 
-def test_a_large_document_goes_alone_and_first():
-    costs = [1] * 20 + [40]
-    batches = plan_batches(costs, workers=2, batch_size=8)
-    assert batches[0] == [20]
-    assert sorted(i for b in batches for i in b) == list(range(21))  # every document exactly once
-    assert all(len(b) <= 8 for b in batches)
+def test_the_hard_limit_leaves_docling_its_own_stop_first():
+    assert hard_limit(None) is None and hard_limit(0) is None
+    assert hard_limit(1) == 1.5  # the issue's case: failed within 2x the limit
+    assert hard_limit(0.2) == 0.7  # at least half a second of grace
+    assert hard_limit(300) == 360  # at most a minute
 
 
-def test_batches_balance_cost_not_count():
-    costs = [10, 10, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]
-    batches = plan_batches(costs, workers=2, batch_size=8)
-    loads = [sum(costs[i] for i in b) for b in batches]
-    # Target cost 30 // 8 = 3: the two large documents alone, the small ones grouped up to it.
-    assert loads[:2] == [10, 10] and max(loads[2:]) <= 3
-    assert plan_batches([], workers=2, batch_size=8) == []
+def test_ray_starts_only_when_it_ends_sooner():
+    # 2 workers, 11 s to start: a few seconds of work stay here, minutes go to Ray.
+    assert not ray_pays_off(5, 11, 2)
+    assert not ray_pays_off(20, 11, 2)
+    assert ray_pays_off(60, 11, 2)
+    assert ray_pays_off(600, 11, 2)
+    assert not ray_pays_off(10_000, 11, 1)  # one worker only replaces this process
+
+
+def test_this_process_takes_the_costliest_alone_and_the_cheapest_beside_ray():
+    pending = deque([3, 1, 2, 0])  # costliest first
+    assert take(pending, None) == 3
+    assert take(pending, object()) == 0
+    assert list(pending) == [1, 2]
 
 
 def test_pdf_cost_counts_pages(tmp_path):
@@ -69,9 +78,9 @@ def test_missing_packages_are_named_with_the_fix(monkeypatch):
     # A None entry in sys.modules makes the package unimportable, as in a project without the extra.
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(MissingPackages, match=r"^ray is not installed in this environment .*ray\.workers: 0"):
-        require_packages(workers=2)
-    require_packages(workers=0)  # in-process conversion needs no Ray
+        require_packages(ray=True)
+    require_packages(ray=False)  # in-process conversion needs no Ray
     monkeypatch.setitem(sys.modules, "docling", None)
     with pytest.raises(MissingPackages, match="docling and ray are not installed") as info:
-        require_packages(workers=2)
+        require_packages(ray=True)
     assert "requirements-docling.txt" in str(info.value) and "ray.workers: 0" not in str(info.value)
