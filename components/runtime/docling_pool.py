@@ -80,10 +80,13 @@ class DocList:
 class _Local:
     """This process's converter: in-process, or a killable ConverterProcess when there is a time limit."""
 
-    def __init__(self, options: dict, formats: list[str], output: str, killable: bool):
+    def __init__(self, options: dict, formats: list[str], output: str, killable: bool, log: Log):
         self.process = ConverterProcess(options, formats, output) if killable else None
         self.converter = None if killable else Converter(options, formats, output)
         self.index = -1  # the document the converter process has
+        self.log, self.announced = log, None
+        if self.converter is not None:
+            log(f"converter ready in this process on {self.converter.device} (built in {self.converter.build_s:.1f}s)")
 
     @property
     def build_s(self) -> float | None:
@@ -167,7 +170,7 @@ def convert_documents(docs: pl.DataFrame, settings: dict, log: Log = print, stat
         if ray_pays_off(prior / 2, startup_s(None), auto_workers):  # clearly large even if the prior is 2x too high
             start_ray(f"~{total_cost} pages, ~{prior:.0f}s estimated")
 
-    local: _Local | None = _Local(options, formats, output, killable=limit is not None)
+    local: _Local | None = _Local(options, formats, output, killable=limit is not None, log=log)
     results: list[dict] = []
     measured = {"s": 0.0, "pages": 0}
     done_count = 0
@@ -252,6 +255,9 @@ def _step_process(local: _Local, plan: DocList, pending: deque, limit: float | N
     proc = local.process
     message = proc.poll(0.02 if not proc.idle else 0.0)
     now = time.monotonic()
+    if proc.info and local.announced != proc.info["pid"]:
+        local.announced = proc.info["pid"]
+        local.log(f"converter process {proc.info['pid']} ready on {proc.info['device']} (built in {proc.info['build_s']:.1f}s)")
     if message is not None:
         index = local.index
         if "died" in message:
