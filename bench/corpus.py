@@ -120,6 +120,17 @@ def write_document(path: Path, fmt: str, seed: int, size: int = 1) -> Path:
     return path
 
 
+def write_pdf_with_unreadable_page(path: Path, seed: int = 1) -> Path:
+    """A 3-page PDF whose page 2 has an empty MediaBox: Docling converts pages 1 and 3 and reports
+    a partial success naming page 2 (a real parse failure, not a simulated one)."""
+    write_document(path, "pdf", seed, 2)
+    data = path.read_bytes()
+    box = b"/MediaBox [0 0 595 842]"
+    second = data.index(box, data.index(box) + 1)
+    path.write_bytes(data[:second] + b"/MediaBox [0 0 0 0]    " + data[second + len(box):])  # same length: offsets hold
+    return path
+
+
 def write_corpus(directory: Path, count: int, *, seed: int = 0, formats=FORMATS, large_every: int = 10) -> list[Path]:
     """`count` documents cycling through `formats`; every `large_every`-th is about five times longer."""
     paths = []

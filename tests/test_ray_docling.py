@@ -105,15 +105,19 @@ def test_feature_key_clash_with_another_definition_is_refused(project, key):
 def test_a_document_past_its_time_limit_is_counted_failed_within_twice_the_limit(project, monkeypatch):
     # The case: a 400-page PDF with document_timeout_s: 1 used to run ~10 s and be stored as
     # `partial` with truncated markdown while the asset said "converted: 2, failed: 0".
-    from bench.corpus import write_document
+    # Beside it, a PDF with one unreadable page: a partial result, counted and listed apart.
+    from bench.corpus import write_document, write_pdf_with_unreadable_page
 
     docs = project / "workloads" / "example_documents"
     write_document(docs / "long.pdf", "pdf", 1, 399)
+    write_pdf_with_unreadable_page(docs / "damaged.pdf")
     edit(project, "defs/documents/defs.yaml", "document_timeout_s: 300", "document_timeout_s: 1")
     r1 = materialize_ok(project, KEYS, monkeypatch)
     meta = r1["documents/markdown"]
-    assert pick(meta, "converted", "partial", "failed", "processed") == (EXAMPLE, 0, 1, EXAMPLE + 1)
+    assert pick(meta, "converted", "partial", "failed", "processed") == (EXAMPLE, 1, 1, EXAMPLE + 2)
     assert [f for f in meta["failures"] if f.startswith("long.pdf: timed out: stopped after")], meta["failures"]
+    assert [p for p in meta["partials"] if p.startswith("damaged.pdf: pages 2 failed: ")], meta["partials"]
+    assert (_markdown_dir(project) / "damaged.pdf.md").exists()
     assert "1 stopped at the time limit" in meta["conversion"]
     row = _stored(project).filter(pl.col("doc_id") == "long.pdf").row(0, named=True)
     assert row["status"] == "failed" and row["elapsed_s"] <= 2.0 and row["chars"] == 0

@@ -142,3 +142,12 @@ def test_auto_keeps_a_small_increment_in_the_workloads_process(tmp_path):
     assert result["status"].to_list() == ["converted"] * 6
     assert stats["decision"] == "auto: serial" and stats["local_docs"] == 6 and "ray_up_s" not in stats
     assert not ray.is_initialized()
+
+
+def test_a_page_that_fails_leaves_a_partial_result_naming_the_page(tmp_path):
+    from bench.corpus import write_pdf_with_unreadable_page
+
+    path = write_pdf_with_unreadable_page(tmp_path / "damaged.pdf")
+    row = Converter({"pipeline": "native"}, ["pdf"], str(tmp_path / "out")).convert("damaged.pdf", str(path))
+    assert row["status"] == "partial" and row["pages"] == 2 and row["error"].startswith("pages 2 failed: ")
+    assert "Report" in (tmp_path / "out" / "damaged.pdf.md").read_text()  # the readable pages are kept
