@@ -118,7 +118,7 @@ def test_a_document_past_its_time_limit_is_counted_failed_within_twice_the_limit
     assert [f for f in meta["failures"] if f.startswith("long.pdf: timed out: stopped after")], meta["failures"]
     assert [p for p in meta["partials"] if p.startswith("damaged.pdf: pages 2 failed: ")], meta["partials"]
     assert (_markdown_dir(project) / "damaged.pdf.md").exists()
-    assert "1 stopped at the time limit" in meta["conversion"]
+    assert "1 stopped at the time limit" in meta["conversion"] and meta["device"] == "cpu"
     row = _stored(project).filter(pl.col("doc_id") == "long.pdf").row(0, named=True)
     assert row["status"] == "failed" and row["elapsed_s"] <= 2.0 and row["chars"] == 0
     assert not (_markdown_dir(project) / "long.pdf.md").exists()  # no truncated result anywhere

@@ -34,6 +34,7 @@ def main() -> None:
             "conversion": {"raw_value": f"{conversion.get('decision')}; {conversion.get('local_docs', 0)} in the workload's process, "
                                         f"{conversion.get('ray_docs', 0)} on {conversion.get('workers', 0)} Ray worker(s); "
                                         f"{conversion.get('stopped', 0)} stopped at the time limit", "type": "text"},
+            "device": ", ".join(conversion.get("devices", [])) or "none",
         })
 
 

@@ -85,7 +85,9 @@ class _Local:
         self.converter = None if killable else Converter(options, formats, output)
         self.index = -1  # the document the converter process has
         self.log, self.announced = log, None
+        self.devices: set[str] = set()
         if self.converter is not None:
+            self.devices.add(self.converter.device)
             log(f"converter ready in this process on {self.converter.device} (built in {self.converter.build_s:.1f}s)")
 
     @property
@@ -208,6 +210,7 @@ def convert_documents(docs: pl.DataFrame, settings: dict, log: Log = print, stat
                         # Every actor converts now; this process's converter would only compete with them.
                         local_busy = local.process is not None and not local.process.idle
                         if not local_busy:
+                            stats["devices"] = sorted(local.devices)
                             local.close()
                             local = None
             stands_in = pool is None or not pool.all_ready
@@ -232,12 +235,15 @@ def convert_documents(docs: pl.DataFrame, settings: dict, log: Log = print, stat
                 elif local is not None and local.process is not None:
                     time.sleep(0.01)
     finally:
+        devices = set(local.devices) if local is not None else set(stats.get("devices", []))
         if local is not None:
             local.close()
         if pool is not None:
+            devices |= {actor.info["device"] for actor in pool.actors if actor.info}
             stats.update(ray_up_s=pool.up_s, actors_ready_s=pool.ready_s, workers=pool.workers)
             pool.shutdown()
         stats["elapsed_s"] = round(time.monotonic() - started, 3)
+        stats["devices"] = sorted(devices)
     if results:
         yield pl.DataFrame(results, schema=RESULT_SCHEMA)
 
@@ -257,6 +263,7 @@ def _step_process(local: _Local, plan: DocList, pending: deque, limit: float | N
     now = time.monotonic()
     if proc.info and local.announced != proc.info["pid"]:
         local.announced = proc.info["pid"]
+        local.devices.add(proc.info["device"])
         local.log(f"converter process {proc.info['pid']} ready on {proc.info['device']} (built in {proc.info['build_s']:.1f}s)")
     if message is not None:
         index = local.index
