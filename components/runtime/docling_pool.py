@@ -7,8 +7,8 @@
            in until every actor is ready, so the first documents never wait for Ray.
     auto   serial while the increment is small; once the estimated rest (measured seconds per
            page times the pages left) makes starting Ray pay off (`ray_pays_off`), Ray starts in
-           the background with CPUs / cpus_per_worker actors, and this process goes on
-           converting meanwhile. Never slower than serial by more than the cost of a decision.
+           the background with an actor per CPU left beside this process, which keeps converting
+           throughout (on GPUs: an actor per GPU share, and this process stands in as for N).
 
 Ray actors get one document per call, two in flight each (so an actor never waits for this
 process), costliest first; this process takes the cheapest, so neither holds up the other at the
@@ -134,12 +134,16 @@ def convert_documents(docs: pl.DataFrame, settings: dict, log: Log = print, stat
     plan = DocList(docs, timeout_s, limit)
     pending = deque(sorted(range(docs.height), key=lambda i: (-plan.costs[i], i)))
     total_cost = sum(plan.costs)
-    auto_workers = max(1, int(available_cpus() // max(cpw, 0.01)))
+    # auto on CPUs: the workload's converter is one of the converters throughout, beside one actor
+    # per CPU left (one start-up fewer on a small node); on GPUs it only stands in for the actors.
+    beside = auto and not float(ray_options.get("gpus_per_worker", 0))
+    auto_workers = max(1, int(available_cpus() // max(cpw, 0.01)) - beside)
     stats.update(decision="serial" if workers == 0 else "ray" if workers else "auto: serial", workers=workers or 0,
                  local_docs=0, ray_docs=0, stopped=0)
     log(f"converting {docs.height} document(s) (~{total_cost} pages) "
         + ("in this process" if workers == 0 else f"with Ray, {workers} worker(s)" if workers else
-           f"in this process, with Ray ({auto_workers} worker(s)) once the rest would take longer than starting it"))
+           f"in this process, with Ray ({auto_workers} worker(s){' beside it' if beside else ''}) once the rest would take "
+           "longer than starting it"))
 
     pool: RayPool | None = None
     gave_up_ray = False
@@ -157,7 +161,7 @@ def convert_documents(docs: pl.DataFrame, settings: dict, log: Log = print, stat
 
     def start_ray(reason: str) -> None:
         nonlocal pool
-        pool = RayPool(options, formats, output, ray_options, workers, log)
+        pool = RayPool(options, formats, output, ray_options, workers, log, reserve=int(beside))
         stats["decision"] = f"auto: ray ({reason})" if auto else "ray"
         if auto:
             log(f"auto: {reason}: starting Ray with {auto_workers} worker(s) in the background; converting here meanwhile")
@@ -169,7 +173,7 @@ def convert_documents(docs: pl.DataFrame, settings: dict, log: Log = print, stat
         start_ray("")
     elif auto and ray_importable and docs.height > 1:
         prior = SECONDS_PER_PAGE.get(options.get("pipeline", "native"), 1.0) * total_cost
-        if ray_pays_off(prior / 2, startup_s(None), auto_workers):  # clearly large even if the prior is 2x too high
+        if ray_pays_off(prior / 2, startup_s(None), auto_workers + beside):  # clearly large even if the prior is 2x too high
             start_ray(f"~{total_cost} pages, ~{prior:.0f}s estimated")
 
     local: _Local | None = _Local(options, formats, output, killable=limit is not None, log=log)
@@ -206,14 +210,14 @@ def convert_documents(docs: pl.DataFrame, settings: dict, log: Log = print, stat
                         raise
                     pool = abandon(pool, str(exc))
                     continue
-                    if local is not None and pool.all_ready:
+                    if local is not None and pool.all_ready and not beside:
                         # Every actor converts now; this process's converter would only compete with them.
                         local_busy = local.process is not None and not local.process.idle
                         if not local_busy:
                             stats["devices"] = sorted(local.devices)
                             local.close()
                             local = None
-            stands_in = pool is None or not pool.all_ready
+            stands_in = pool is None or not pool.all_ready or beside
             if local is not None and local.process is not None:
                 happened |= _step_process(local, plan, pending, limit, stands_in, done, output, pool)
             elif local is not None and stands_in and pending:
@@ -223,7 +227,7 @@ def convert_documents(docs: pl.DataFrame, settings: dict, log: Log = print, stat
             if auto and pool is None and not gave_up_ray and ray_importable and pending and measured["s"] >= EVIDENCE_S:
                 per_page = measured["s"] / measured["pages"]
                 rest = sum(min(per_page * plan.costs[i], limit or float("inf")) for i in pending)
-                if ray_pays_off(rest, startup_s(local.build_s if local else None), auto_workers):
+                if ray_pays_off(rest, startup_s(local.build_s if local else None), auto_workers + beside):
                     start_ray(f"~{rest:.0f}s left at {per_page:.3f}s per page")
             if results and (len(results) >= batch_size or time.monotonic() - last_flush >= FLUSH_S or done_count == docs.height):
                 yield pl.DataFrame(results, schema=RESULT_SCHEMA)

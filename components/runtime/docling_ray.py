@@ -68,9 +68,12 @@ class RayPool:
     started them (PR_SET_PDEATHSIG), so it waits for `shutdown`.
     """
 
-    def __init__(self, options: dict, formats: list[str], output: str, ray_options: dict, workers: int | None, log: Log):
+    def __init__(self, options: dict, formats: list[str], output: str, ray_options: dict, workers: int | None, log: Log,
+                 reserve: int = 0):
+        """workers: actors to start, or None for as many as the cluster's CPUs (and GPUs) hold, less
+        `reserve` CPUs kept for the workload's own converter."""
         self.args = (options, formats, output)
-        self.ray_options, self.workers, self.log = ray_options, workers, log
+        self.ray_options, self.workers, self.log, self.reserve = ray_options, workers, log, reserve
         self.actors: list[_Actor] = []
         self.error: BaseException | None = None
         self.started = time.monotonic()
@@ -95,7 +98,7 @@ class RayPool:
                          include_dashboard=False, logging_level="WARNING")
             self.up_s = time.monotonic() - self.started
             if self.workers is None:
-                self.workers = self._fitting_workers(ray.cluster_resources())
+                self.workers = max(1, self._fitting_workers(ray.cluster_resources()) - self.reserve)
             self.remote = ray.remote(Converter).options(
                 num_cpus=float(self.ray_options.get("cpus_per_worker", 1)),
                 num_gpus=float(self.ray_options.get("gpus_per_worker", 0)), max_restarts=0, max_task_retries=0)
