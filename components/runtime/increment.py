@@ -23,8 +23,10 @@ from .stores import describe, open_store
 
 STATUS_COLUMN = "hpc_status"  # "new" or "stale" in the increment a workload receives
 INCREMENT_FILE = "increment.parquet"
+RETRIED_FILE = "retried.parquet"  # ids resolve added by the request's `retry`, for commit to check they were rewritten
 SAMPLES_GLOB = "samples*.parquet"
 PROVENANCE = "metaxy_provenance_by_field"
+MATERIALIZATION_ID = "metaxy_materialization_id"
 SHOWN_IDS = 10
 
 
@@ -159,18 +161,57 @@ def _upstream_missing(store, feature: Feature) -> None:
             )
 
 
+def staleness_predicates(feature: Feature) -> list[nw.Expr]:
+    """The request's `retry` ({"column": "status", "values": ["failed", ...]}) as Metaxy staleness predicates.
+
+    A stored sample whose `column` holds one of `values` is stale even when its provenance is up to
+    date (Metaxy evaluates the predicate on the stored metadata). No `retry`, or no values: [].
+    Raises FeatureDataError when the column is not one of the feature's declared columns.
+    """
+    retry = feature.request.get("retry") or {}
+    values = list(retry.get("values") or [])
+    if not values:
+        return []
+    column = retry.get("column")
+    if column not in feature.spec.get("columns", {}):
+        raise FeatureDataError(
+            f"{feature.key}: retry names column {column!r}, which the feature does not declare",
+            f"retry on one of its columns: {', '.join(feature.spec.get('columns', {})) or 'none declared'}",
+        )
+    return [nw.col(column).is_in(values)]
+
+
+def _retried(store, feature: Feature, predicates: list[nw.Expr], stale: pl.DataFrame) -> pl.DataFrame:
+    """The stale samples (ids) whose stored row matches the retry predicates: there because of `retry`."""
+    if not predicates or stale.is_empty() or not store.has_feature(feature.cls):
+        return stale.select(feature.id_columns).clear()
+    matched = to_polars(store.read(feature.cls, columns=feature.id_columns, filters=predicates))
+    return stale.select(feature.id_columns).join(matched, on=feature.id_columns, how="semi")
+
+
 def resolve(request: dict) -> dict:
-    """Downstream feature: write the increment (new + stale samples) for the workload; count it."""
+    """Downstream feature: write the increment (new + stale samples) for the workload; count it.
+
+    With `retry` in the request, stored samples matching it are stale too (counted in `stale`, with no
+    changed field) and the summary adds `retried` (how many of the stale are there because of it,
+    whether or not their provenance also changed), `retried_examples` and the `retry` itself.
+    """
     feature = Feature(request)
+    predicates = staleness_predicates(feature)
     with feature.graph.use():
         store = feature.store()
         with store.open("r"):
             _upstream_missing(store, feature)
-            inc = store.resolve_update(feature.cls)
+            inc = store.resolve_update(feature.cls, staleness_predicates=predicates or None)
             new, stale, orphaned = (to_polars(f) for f in (inc.new, inc.stale, inc.orphaned))
             summary = _summary(feature, store, new, stale, orphaned)
             stored = to_polars(store.read(feature.cls, columns=feature.id_columns)).height if store.has_feature(feature.cls) else 0
             summary["up_to_date"] = stored - stale.height - orphaned.height
+            retried = _retried(store, feature, predicates, stale)
+    if predicates:
+        summary.update(retried=retried.height, retried_examples=_keys(retried.head(SHOWN_IDS), feature.id_columns),
+                       retry=request["retry"])
+        retried.write_parquet(feature.path(RETRIED_FILE))
     increment = pl.concat(
         [new.with_columns(pl.lit("new").alias(STATUS_COLUMN)), stale.with_columns(pl.lit("stale").alias(STATUS_COLUMN))],
         how="diagonal_relaxed",
@@ -244,6 +285,23 @@ def _only(feature: Feature, increment: pl.DataFrame) -> list[nw.Expr] | None:
     return [_key_expr(feature.id_columns).is_in(_keys(increment, feature.id_columns))]
 
 
+def _not_rewritten(store, feature: Feature, increment: pl.DataFrame) -> pl.DataFrame:
+    """Retried samples (ids) this run did not write again: their provenance alone would call them done.
+
+    Known only when the request carries the run's materialization_id (every write of the run records it).
+    """
+    path, run = feature.path(RETRIED_FILE), feature.request.get("materialization_id")
+    if run is None or not os.path.exists(path):
+        return increment.clear()
+    retried = pl.read_parquet(path, columns=feature.id_columns)
+    if retried.is_empty():
+        return retried
+    stored = to_polars(store.read(feature.cls, columns=[*feature.id_columns, MATERIALIZATION_ID],
+                                  filters=[_key_expr(feature.id_columns).is_in(_keys(retried, feature.id_columns))]))
+    rewritten = stored.filter(pl.col(MATERIALIZATION_ID) == run)
+    return retried.join(rewritten, on=feature.id_columns, how="anti")
+
+
 def commit(request: dict) -> dict:
     """After a downstream workload: count what it really recorded, then apply the orphan policy."""
     feature = Feature(request)
@@ -252,7 +310,8 @@ def commit(request: dict) -> dict:
         store = feature.store()
         with store.open("w"):
             inc = store.resolve_update(feature.cls, global_filters=_only(feature, increment))
-            pending = pl.concat([to_polars(inc.new), to_polars(inc.stale)], how="diagonal_relaxed").select(feature.id_columns)
+            pending = pl.concat([to_polars(inc.new), to_polars(inc.stale), _not_rewritten(store, feature, increment)],
+                                how="diagonal_relaxed").select(feature.id_columns)
             left = increment.join(pending, on=feature.id_columns, how="semi")
             deleted = _delete_orphans(store, feature, to_polars(inc.orphaned))
     return {

@@ -162,3 +162,70 @@ def test_the_wrong_half_of_the_api_is_refused_with_the_right_call(tmp_path):
         assert fix in caught.value.fix
         # Recorded for the step, which then fails with this message instead of the workload's traceback.
         assert json.loads((tmp_path / "data-error.json").read_text())["fix"] == caught.value.fix
+
+
+# A conversion-like feature: each result carries a status; `retry` re-computes some statuses.
+RESULT = {**DOWN, "key": "t/result", "columns": {"status": "str"}}
+RETRY_STATUS = {"a": "failed", "b": "partial", "c": "converted"}
+
+
+def _retry_request(store, staging, run, values=None):
+    req = {"target": RESULT["key"], "specs": [ROOT, RESULT], "store": store, "staging": str(staging),
+           "orphans": "keep", "materialization_id": run}
+    return {**req, "retry": {"column": "status", "values": values}} if values is not None else req
+
+
+def _convert(store, staging, run, values=None, *, skip=()):
+    """Resolve (with `retry` values), write each sample's status again except `skip`, commit: (summary, after)."""
+    req = _retry_request(store, staging, run, values)
+    summary = increment.resolve(req)
+    job = FeatureJob(req)
+    samples = job.samples().filter(~pl.col("sample_id").is_in(list(skip)))
+    job.write(samples.select("sample_id", status=pl.col("sample_id").replace_strict(RETRY_STATUS)))
+    return summary, increment.commit(req)
+
+
+def test_retry_recomputes_stored_statuses_without_a_provenance_change(store, tmp_path):
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    _list(store, staging, ["a", "b", "c"])
+    summary, after = _convert(store, staging, "run-1")
+    assert (summary["new"], after["processed"], "retried" in summary) == (3, 3, False)
+    # Without retry (or with none listed) nothing is owed: the provenance did not change.
+    for values in (None, []):
+        summary, _ = _convert(store, staging, "run-2", values)
+        assert (summary["new"], summary["stale"], "retried" in summary) == (0, 0, False)
+    # retry: [failed] makes exactly the failed sample stale; no field changed for it.
+    summary, after = _convert(store, staging, "run-3", ["failed"])
+    assert (summary["stale"], summary["retried"], summary["retried_examples"], summary["stale_fields"]) == (1, 1, ["a"], {})
+    assert summary["up_to_date"] == 2 and summary["retry"] == {"column": "status", "values": ["failed"]}
+    assert (after["processed"], after["unprocessed"]) == (1, 0)
+    # Still failed after its retry: listed again next time retry asks for it, with the partial one now too.
+    summary, _ = _convert(store, staging, "run-4", ["failed", "partial"])
+    assert (summary["stale"], summary["retried"], sorted(summary["retried_examples"])) == (2, 2, ["a", "b"])
+    # A file change and a retry at once: both stale, only the matched one counted as retried.
+    _list(store, staging, ["a", "b", "c"], frames="f2")
+    summary, _ = _convert(store, staging, "run-5", ["partial"])
+    assert (summary["stale"], summary["retried"], summary["stale_fields"]) == (3, 1, {"image": 3})
+
+
+def test_a_retried_sample_the_workload_did_not_write_again_is_unprocessed(store, tmp_path):
+    # Its provenance alone would call it done; the run's materialization id says it was not rewritten.
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    _list(store, staging, ["a", "b", "c"])
+    _convert(store, staging, "run-1")
+    summary, after = _convert(store, staging, "run-2", ["failed", "partial"], skip=["b"])
+    assert summary["retried"] == 2
+    assert (after["processed"], after["unprocessed"], after["unprocessed_examples"]) == (1, 1, ["b"])
+
+
+def test_retry_on_an_undeclared_column_is_refused(tmp_path):
+    store = {"kind": "delta", "path": str(tmp_path / "store")}
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    _list(store, staging, ["a"])
+    req = {**_retry_request(store, staging, "run-1", ["failed"]), "retry": {"column": "state", "values": ["failed"]}}
+    with pytest.raises(increment.FeatureDataError, match="retry names column 'state'") as caught:
+        increment.resolve(req)
+    assert "status" in caught.value.fix
