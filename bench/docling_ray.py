@@ -32,7 +32,12 @@ Timings, per run:
             importing polars and the runtime, listing the corpus with content signatures, exit).
   first     in the child: from the same start to the first result frame (frames hold up to
             --batch-size rows or FLUSH_S seconds of results); share = first / wall, the start-up
-            share of the run.
+            share of the run. The first frame waits for --batch-size documents, so at small sizes
+            it is near the end of the run; hence also
+  ready     first minus the conversion time of the first frame's documents (the sum of their
+            `elapsed_s`): when the first converter began converting, i.e. Docling's import and
+            the converter build (exact while one converter works alone, as serial and auto do at
+            first; earlier than the truth when several converters contributed to the first frame).
   ray       from `stats` when convert_documents takes it (it does when its signature has `stats`):
             Ray up and the last actor ready, seconds after Ray was started; for auto also when
             Ray was started, seconds after the clock (from its "auto: ..." log line), and how many
@@ -172,18 +177,19 @@ def child(mode: str, corpus: str, count: int, out: str, batch_size: int) -> int:
         if events["ray_started_at"] is None and message.startswith("auto:") and "starting Ray" in message:
             events["ray_started_at"] = at
 
-    frames, first = [], None
+    frames, first, ready = [], None, None
     started = time.perf_counter()
     pre = started - _PROCESS_T0
     for frame in convert_documents(docs, settings, log, **kwargs):
         if first is None:
             first = time.perf_counter() - started
+            ready = first - float(frame["elapsed_s"].sum())
         frames.append(frame)
     wall = time.perf_counter() - started
 
     result = pl.concat(frames) if frames else pl.DataFrame({SOURCE_ID: [], "status": [], "chars": []})
     ids = result[SOURCE_ID].to_list()
-    record = {"mode": mode, "docs": count, "wall": wall, "first": first, "first_rows": frames[0].height if frames else 0,
+    record = {"mode": mode, "docs": count, "wall": wall, "first": first, "first_rows": frames[0].height if frames else 0, "ready": ready,
               "pre": pre, "frames": len(frames), "stats": _jsonable(stats) if kwargs else None, **events}
     if not (len(ids) == len(set(ids)) == docs.height and set(ids) == set(docs[SOURCE_ID])):
         missing = sorted(set(docs[SOURCE_ID]) - set(ids))[:5]
@@ -290,6 +296,8 @@ def summarise(runs: list[dict], modes: list[str]) -> dict[str, dict]:
             if ratios else None,
             "first": statistics.median(r["first"] for r in mine),
             "share": statistics.median(r["first"] / r["wall"] for r in mine),
+            "ready": statistics.median(r["ready"] for r in mine),
+            "ready_share": statistics.median(r["ready"] / r["wall"] for r in mine),
             "disturbed": sum(r["disturbed"] for r in mine),
             "ray_up": _median([s.get("ray_up_s") for s in ray]),
             "actors_ready": _median(ready),
@@ -315,24 +323,25 @@ def _s(value: float | None, unit: str = "s") -> str:
 def table(size: int, summary: dict[str, dict]) -> None:
     print(f"\n{size} document(s): medians over runs (ratio: median of per-repetition serial wall / mode wall)")
     print(f"  {'mode':<7} {'runs':>4} {'dist':>4} {'wall':>8} {'process':>8} {'docs/s':>7} {'xserial':>7} {'first':>7} "
-          f"{'share':>6}  {'ray at':>7} {'ray up':>7} {'actors':>7} {'local':>5} {'ray':>5}  decision")
+          f"{'share':>6} {'ready':>7} {'share':>6}  {'ray at':>7} {'ray up':>7} {'actors':>7} {'local':>5} {'ray':>5}  decision")
     for mode, m in summary.items():
         ratio = "-" if m["ratio"] is None else f"{m['ratio']:.2f}x"
         print(f"  {mode:<7} {m['runs']:>4} {m['disturbed']:>4} {m['wall']:7.2f}s {m['process']:7.2f}s {m['docs_per_s']:7.2f} "
-              f"{ratio:>7} {m['first']:6.2f}s {100 * m['share']:5.1f}%  {_s(m['ray_started_at']):>7} {_s(m['ray_up']):>7} "
+              f"{ratio:>7} {m['first']:6.2f}s {100 * m['share']:5.1f}% {m['ready']:6.2f}s {100 * m['ready_share']:5.1f}%  {_s(m['ray_started_at']):>7} {_s(m['ray_up']):>7} "
               f"{_s(m['actors_ready']):>7} {_s(m['local_docs'], ''):>5} {_s(m['ray_docs'], ''):>5}  {m['decision'] or '-'}")
 
 
 def curve(summaries: dict[int, dict[str, dict]], modes: list[str]) -> None:
     others = [m for m in modes if m != "serial"]
-    print("\ncurve: docs/s ratio to serial by size (in brackets: the same from process walls)")
+    print("\ncurve: docs/s ratio to serial by size (in brackets: the same from process walls); start-up share of the wall "
+          "to the first result (in brackets: to ready)")
     for size, summary in summaries.items():
         parts = []
         for mode in others:
             m = summary.get(mode)
             if m and m["ratio"] is not None:
                 parts.append(f"{mode}/serial {m['ratio']:5.2f}x ({m['process_ratio']:.2f}x)")
-        share = "  ".join(f"{mode} start-up {100 * m['share']:4.1f}%" for mode, m in summary.items())
+        share = "  ".join(f"{mode} {100 * m['share']:4.1f}% ({100 * m['ready_share']:4.1f}%)" for mode, m in summary.items())
         print(f"  {size:>5}: " + "   ".join(parts) + f"   | {share}")
 
 
@@ -399,7 +408,7 @@ def main(argv: list[str] | None = None) -> None:
                     runs.append(r | {"rep": rep})
                     s = r.get("stats") or {}
                     print(f"  {size:>5} docs  rep {rep + 1}  {mode:<7}{'*' if r['disturbed'] else ' '} wall {r['wall']:7.2f}s  "
-                          f"process {r['process']:7.2f}s  first {r['first']:6.2f}s  cpu {r['cpu']:6.1f}s  other {r['other']:5.1f}s"
+                          f"process {r['process']:7.2f}s  first {r['first']:6.2f}s  ready {r['ready']:6.2f}s  cpu {r['cpu']:6.1f}s  other {r['other']:5.1f}s"
                           + (f"  {s.get('decision')}: local {s.get('local_docs')} ray {s.get('ray_docs')}" if s else ""),
                           flush=True)
             summaries[size] = summarise(runs, modes)
