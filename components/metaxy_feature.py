@@ -290,17 +290,22 @@ def _store_config(raw: dict | None, profile: ClusterProfile, project_root: Path)
 
 def _log_counts(context: dg.AssetExecutionContext, counts: dict) -> None:
     parts = [f"{counts['new']} new", f"{counts['stale']} stale", f"{counts['orphaned']} orphaned"]
+    if counts.get("retried"):  # stale because a stored value asked for it (retry), not a changed input
+        retry = counts["retry"]
+        parts.append(f"{counts['retried']} retried ({retry['column']} {', '.join(retry['values'])})")
     message = f"{counts['feature']} in {counts['store']}: " + ", ".join(parts)
     for field, n in counts.get("stale_fields", {}).items():
         message += f"\n  field {field!r} changed for {n} sample(s): {', '.join(counts['stale_examples'][field])}"
     if counts.get("orphan_examples"):
         message += f"\n  orphaned: {', '.join(counts['orphan_examples'])}"
+    if counts.get("retried_examples"):
+        message += f"\n  retried: {', '.join(counts['retried_examples'])}"
     context.log.info(message)
 
 
 def _metadata(counts: dict) -> dict[str, dg.MetadataValue]:
     out: dict[str, dg.MetadataValue] = {}
-    for name in ("new", "stale", "orphaned", "up_to_date", "processed", "unprocessed", "deleted", "samples"):
+    for name in ("new", "stale", "orphaned", "retried", "up_to_date", "processed", "unprocessed", "deleted", "samples"):
         if name in counts:
             out[name] = dg.MetadataValue.int(int(counts[name]))
     if "stale_fields" in counts:

@@ -31,6 +31,7 @@ from components.runtime.names import FORMATS
 from components.workload import WorkloadComponent, _doc, _line_map, _placed
 
 DOCUMENTS_SUBDIR = "docling"
+RETRY_STATUSES = ("failed", "partial")  # a `converted` document is converted again only when its file changes
 
 
 class DocumentInput(dg.Resolvable, dg.Model):
@@ -112,6 +113,10 @@ class RayDoclingComponent(WorkloadComponent):
     output: Annotated[str | None, _doc("Directory for the markdown files (<doc_id>.md); default <data_dir>/docling/<converted key>.", "$SCRATCH/markdown")] = None
     docling: Annotated[DoclingOptions, _doc("Docling conversion options.")] = DoclingOptions()
     ray: Annotated[RayOptions, _doc("Ray Data options.")] = RayOptions()
+    retry: Annotated[list[Literal[RETRY_STATUSES]], _doc(
+        "Statuses converted again on the next run even if the file did not change; [] tries a failed document again only "
+        "when its file changes. A launch overrides it for one run: run config ops.<conversion op>.config.retry.",
+        ["failed"], ["failed", "partial"])] = []
     code_version: Annotated[str | int, _doc("Bump to re-convert everything (Docling options that change the output do so by themselves).", "2")] = "1"
     store: Annotated[StoreModel | None, _doc("Metadata store; default a Delta store in the cluster's data_dir/metaxy.")] = None
     orphans: Annotated[Literal["keep", "delete"], _doc("What to do with conversions whose document is gone.", "delete")] = "keep"
@@ -213,11 +218,36 @@ class RayDoclingComponent(WorkloadComponent):
             yield from source.materialize(context, project_root, source_graph)
 
         @dg.multi_asset(name=converted.op_name, specs=[converted_spec], op_tags={"hpc/cluster": plan.profile.name},
-                        description=f"Convert new and changed documents of {self.features.source} with Docling on Ray")
+                        description=f"Convert new and changed documents of {self.features.source} with Docling on Ray",
+                        config_schema={"retry": dg.Field([str], is_required=False, description=RETRY_CONFIG_HELP)})
         def _converted(context):
+            converted._retry = _launch_retry(context.op_execution_context.op_config, converted.op_name, self.retry)
             yield from converted.materialize(context, project_root, graph)
 
         return dg.Definitions(assets=[_source, _converted])
+
+
+RETRY_CONFIG_HELP = (f"Statuses ({', '.join(RETRY_STATUSES)}) converted again in this run even if their file did not change; "
+                     "[] for none. Omitted: the component's `retry` in defs.yaml.")
+
+
+def _launch_retry(config: dict | None, op_name: str, configured: list[str]) -> list[str]:
+    """The statuses to retry in this run: the launch's run config (ops.<op>.config.retry), else defs.yaml's.
+
+    Raises dg.Failure naming the allowed statuses for any other value, before anything runs.
+    """
+    values = (config or {}).get("retry")
+    if values is None:
+        return list(configured)
+    wrong = [v for v in values if v not in RETRY_STATUSES]
+    if wrong:
+        raise dg.Failure(
+            f"run config ops.{op_name}.config.retry: {', '.join(map(repr, wrong))} cannot be retried; "
+            f"allowed: {', '.join(RETRY_STATUSES)}\n"
+            f"  fix: for example {{\"ops\": {{\"{op_name}\": {{\"config\": {{\"retry\": [\"failed\"]}}}}}}}}, "
+            "or [] to retry nothing (a converted document is converted again when its file changes)"
+        )
+    return list(dict.fromkeys(values))
 
 
 def _op_name(name: str | None, role: type) -> str | None:
@@ -258,6 +288,14 @@ class _DocumentSource(_DocumentFeature):
 
 
 class _DocumentConversion(_DocumentFeature):
+    _retry: list[str] = PrivateAttr(default_factory=list)  # this run's statuses to convert again (_launch_retry)
+
+    def request(self, graph, store: dict, staging: str, run_id: str) -> dict:
+        request = super().request(graph, store, staging, run_id)
+        if self._retry:  # the runtime makes stored rows with these statuses stale (Metaxy staleness predicates)
+            request["retry"] = {"column": "status", "values": list(self._retry)}
+        return request
+
     def get_job_spec(self, project_root: Path, extra_env: Sequence[tuple[str, str]] = ()) -> JobSpec:
         return self._owner.get_job_spec(project_root, extra_env)
 
