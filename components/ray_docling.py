@@ -1,9 +1,10 @@
-"""RayDoclingComponent: documents to markdown with Docling, scaled with Ray Data, incremental with Metaxy.
+"""RayDoclingComponent: documents to markdown with Docling, scaled with Ray, incremental with Metaxy.
 
 Two assets: the source listing (one row per file, its content hash as provenance) and the
 conversion (one row per document: markdown path, status, pages, error). Only new and changed
-documents are converted. Locally Ray starts in the workload; on a Slurm profile the job script
-brings up a Ray cluster over the allocation (clusters/templates/ray_cluster.sh.j2).
+documents are converted. The workload converts in its own process and uses Ray when the increment
+is large enough to gain from it (ray.workers: auto): locally Ray starts in the workload; on a Slurm
+profile the job script brings up a Ray cluster over the allocation (clusters/templates/ray_cluster.sh.j2).
 
 The component translates YAML into two MetaxyFeatureComponent-style features (core.documents)
 and reuses their steps; the conversion itself is hpc_runtime.documents.
@@ -87,7 +88,7 @@ def _bytes(size: str | None) -> int | None:
 
 @dg.scaffold_with(RayDoclingScaffolder)
 class RayDoclingComponent(WorkloadComponent):
-    """Converts a corpus of PDF, Word, HTML and Markdown documents to markdown with Docling and Ray Data.
+    """Converts a corpus of PDF, Word, HTML and Markdown documents to markdown with Docling, on Ray when it pays off.
 
     Only new or changed documents are converted (Metaxy field-level provenance); a document that
     fails is recorded with its error and does not fail the others.
@@ -112,7 +113,7 @@ class RayDoclingComponent(WorkloadComponent):
     features: Annotated[DocumentFeatures, _doc("Metaxy feature keys of the listing and the conversion.")]
     output: Annotated[str | None, _doc("Directory for the markdown files (<doc_id>.md); default <data_dir>/docling/<converted key>.", "$SCRATCH/markdown")] = None
     docling: Annotated[DoclingOptions, _doc("Docling conversion options.")] = DoclingOptions()
-    ray: Annotated[RayOptions, _doc("Ray Data options.")] = RayOptions()
+    ray: Annotated[RayOptions, _doc("Ray options: who converts (workers) and what each actor reserves.")] = RayOptions()
     retry: Annotated[list[Literal[RETRY_STATUSES]], _doc(
         "Statuses converted again on the next run even if the file did not change; [] tries a failed document again only "
         "when its file changes. A launch overrides it for one run: run config ops.<conversion op>.config.retry.",
