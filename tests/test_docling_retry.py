@@ -113,23 +113,3 @@ def test_a_launch_retries_failed_documents_for_one_run(project):
     # The launch did not change defs.yaml's (empty) retry: the next plain launch converts nothing.
     plain = _launch(project, "documents/markdown")
     assert plain.returncode == 0 and "nothing to compute" in plain.stdout + plain.stderr, (plain.stdout + plain.stderr)[-4000:]
-
-
-def test_the_ui_launchpad_run_config_retries_failed_documents(project):
-    # What the launchpad sends: runConfigData with ops.<op>.config.retry, over the UI's GraphQL.
-    from tests.integration.ui import DagsterUI, failures, materializations
-
-    (project / "workloads" / "example_documents" / "broken.pdf").write_bytes(b"%PDF-1.4\nnot a pdf\n")
-    ui = DagsterUI(project)
-    try:
-        first = ui.launch(KEYS)
-        assert ui.wait(first, timeout=300) == "SUCCESS", failures(ui.instance(), first)
-        retried = ui.launch(["documents/markdown"], run_config={"ops": {OP: {"config": {"retry": ["failed"]}}}})
-        assert ui.wait(retried, timeout=300) == "SUCCESS", failures(ui.instance(), retried)
-        meta = materializations(ui.instance(), retried)["documents/markdown"]
-        assert pick(meta, "stale", "retried", "converted", "failed", "processed") == (1, 1, 0, 1, 1)
-        bad = ui.launch(["documents/markdown"], run_config={"ops": {OP: {"config": {"retry": ["converted"]}}}})
-        assert ui.wait(bad, timeout=300) == "FAILURE"
-        assert "'converted' cannot be retried; allowed: failed, partial" in failures(ui.instance(), bad)
-    finally:
-        ui.stop()
