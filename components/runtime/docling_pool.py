@@ -210,13 +210,13 @@ def convert_documents(docs: pl.DataFrame, settings: dict, log: Log = print, stat
                         raise
                     pool = abandon(pool, str(exc))
                     continue
-                    if local is not None and pool.all_ready and not beside:
-                        # Every actor converts now; this process's converter would only compete with them.
-                        local_busy = local.process is not None and not local.process.idle
-                        if not local_busy:
-                            stats["devices"] = sorted(local.devices)
-                            local.close()
-                            local = None
+                if local is not None and pool.all_ready and not beside:
+                    # Every actor converts now; this process's converter would only compete with them.
+                    local_busy = local.process is not None and not local.process.idle
+                    if not local_busy:
+                        stats["devices"] = sorted(local.devices)
+                        local.close()
+                        local = None
             stands_in = pool is None or not pool.all_ready or beside
             if local is not None and local.process is not None:
                 happened |= _step_process(local, plan, pending, limit, stands_in, done, output, pool)
