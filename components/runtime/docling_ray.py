@@ -92,8 +92,12 @@ class RayPool:
                 _join_cluster(os.environ["RAY_ADDRESS"], int(os.environ.get("HPC_RAY_NODES", "1")),
                               float(os.environ.get("HPC_RAY_START_TIMEOUT_S", "180")))
             else:
-                cpus = self.workers * float(self.ray_options.get("cpus_per_worker", 1)) if self.workers else available_cpus()
-                ray.init(num_cpus=cpus, num_gpus=(self.workers or 1) * float(self.ray_options.get("gpus_per_worker", 0)) or None,
+                cpw, gpw = float(self.ray_options.get("cpus_per_worker", 1)), float(self.ray_options.get("gpus_per_worker", 0))
+                if self.workers is None and not gpw:
+                    self.workers = max(1, int(available_cpus() // max(cpw, 0.01)) - self.reserve)
+                # Only the CPUs the actors use: Ray starts a worker process per CPU in advance.
+                ray.init(num_cpus=self.workers * cpw if self.workers else available_cpus(),
+                         num_gpus=self.workers * gpw if self.workers and gpw else None,  # None: Ray counts the GPUs
                          object_store_memory=self.ray_options.get("object_store_memory_bytes"),
                          include_dashboard=False, logging_level="WARNING")
             self.up_s = time.monotonic() - self.started
