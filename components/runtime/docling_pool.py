@@ -212,8 +212,7 @@ def convert_documents(docs: pl.DataFrame, settings: dict, log: Log = print, stat
                     continue
                 if local is not None and pool.all_ready and not beside:
                     # Every actor converts now; this process's converter would only compete with them.
-                    local_busy = local.process is not None and not local.process.idle
-                    if not local_busy:
+                    if local.idle:
                         stats["devices"] = sorted(local.devices)
                         local.close()
                         local = None
