@@ -68,10 +68,25 @@ class Feature:
         self.graph, self.classes = build_graph(self.specs)
         self.cls = self.classes[self.key]
         self.staging = request["staging"]
+        self.branch: dict | None = request.get("branch")  # {"name", "subset", "set", "files"} on a branch's run
 
-    def store(self):
+    def store(self, *, fallback: bool = True):
+        """The feature's store; on a branch, the branch's store, with main's as its Metaxy fallback store
+        unless `fallback` is False (a root feature's listing is compared with the branch's alone)."""
         with self.graph.use():
+            if self.branch:
+                from .branches import branch_store
+
+                branch = branch_store(self.request["store"], self.branch["name"])
+                return open_store(branch, fallback=[open_store(self.request["store"])] if fallback else None)
             return open_store(self.request["store"])
+
+    def start_branch(self) -> None:
+        """On a branch: its record exists (its first step starts it) and knows this feature's files."""
+        if self.branch:
+            from .branches import ensure_record
+
+            ensure_record(self.request["store"], self.branch, self.key, self.branch.get("files") or {})
 
     def path(self, name: str) -> str:
         return os.path.join(self.staging, name)
@@ -141,19 +156,41 @@ def _summary(feature: Feature, store, new: pl.DataFrame, stale: pl.DataFrame, or
         "stale_fields": fields,
         "stale_examples": examples,
         "orphan_examples": _keys(orphaned.head(SHOWN_IDS), feature.id_columns) if orphaned.height else [],
+        **({"branch": feature.branch["name"]} if feature.branch else {}),
     }
 
 
 def _delete_orphans(store, feature: Feature, orphaned: pl.DataFrame) -> int:
     if orphaned.is_empty() or feature.request.get("orphans", "keep") != "delete":
         return 0
+    if feature.branch:  # main's rows seen through the fallback are outside the branch's subset: never deleted
+        orphaned = _on_branch(store, feature, orphaned)
+        if orphaned.is_empty():
+            return 0
     keys = _keys(orphaned, feature.id_columns)
     store.delete(feature.cls, filters=[_key_expr(feature.id_columns).is_in(keys)])
     return len(keys)
 
 
+def _on_branch(store, feature: Feature, frame: pl.DataFrame) -> pl.DataFrame:
+    """The samples (ids) of `frame` the branch's own table holds (main's, read through the fallback, are not)."""
+    if frame.is_empty() or not store.has_feature(feature.cls):
+        return frame.select(feature.id_columns).clear()
+    mine = to_polars(store.read(feature.cls, columns=feature.id_columns, allow_fallback=False,
+                                filters=[_key_expr(feature.id_columns).is_in(_keys(frame, feature.id_columns))]))
+    return frame.select(feature.id_columns).join(mine, on=feature.id_columns, how="semi")
+
+
 def _upstream_missing(store, feature: Feature) -> None:
     for dep in feature.spec.get("deps", []):
+        if feature.branch and not dep.get("optional") and not store.has_feature(dep["feature"]):
+            name = feature.branch["name"]
+            raise FeatureDataError(
+                f"upstream feature {dep['feature']} has not run on branch {name}: {feature.key} would read all of main's "
+                "samples of it, not the branch's subset",
+                f"materialize {dep['feature']} on the branch first (HPC_BRANCH={name}, or run tag hpc/branch={name}); "
+                "samples unchanged from main are copied, not computed",
+            )
         if not dep.get("optional") and not store.has_feature(dep["feature"]):
             raise FeatureDataError(
                 f"upstream feature {dep['feature']} has no metadata in {describe(feature.request['store'])}",
@@ -189,6 +226,16 @@ def _retried(store, feature: Feature, predicates: list[nw.Expr], stale: pl.DataF
     return stale.select(feature.id_columns).join(matched, on=feature.id_columns, how="semi")
 
 
+def _seed_branch(store, feature: Feature, new: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
+    """On a branch: samples of the subset that main already holds as Metaxy expects them now are
+    copied from main into the branch instead of computed (Metaxy compares a feature with the rows of
+    its own store; its fallback serves upstream reads). Returns (new without them, {"from_main": n})."""
+    from .branches import seed_from_main
+
+    copied = seed_from_main(store, store.fallback_stores[0], feature.cls, feature.id_columns, new)
+    return new.join(copied, on=feature.id_columns, how="anti"), {"from_main": copied.height}
+
+
 def resolve(request: dict) -> dict:
     """Downstream feature: write the increment (new + stale samples) for the workload; count it.
 
@@ -198,13 +245,17 @@ def resolve(request: dict) -> dict:
     """
     feature = Feature(request)
     predicates = staleness_predicates(feature)
+    feature.start_branch()
     with feature.graph.use():
         store = feature.store()
-        with store.open("r"):
+        with store.open("w" if feature.branch else "r"):
             _upstream_missing(store, feature)
             inc = store.resolve_update(feature.cls, staleness_predicates=predicates or None)
             new, stale, orphaned = (to_polars(f) for f in (inc.new, inc.stale, inc.orphaned))
-            summary = _summary(feature, store, new, stale, orphaned)
+            branch_counts = {}
+            if feature.branch:
+                new, branch_counts = _seed_branch(store, feature, new)
+            summary = {**_summary(feature, store, new, stale, orphaned), **branch_counts}
             stored = to_polars(store.read(feature.cls, columns=feature.id_columns)).height if store.has_feature(feature.cls) else 0
             summary["up_to_date"] = stored - stale.height - orphaned.height
             retried = _retried(store, feature, predicates, stale)
@@ -261,8 +312,14 @@ def ingest(request: dict) -> dict:
             "call FeatureJob.emit(frame, provenance=...) in the workload (an empty frame for an empty source)",
         )
     samples = validate_samples(feature, pl.concat([pl.read_parquet(p) for p in parts], how="vertical_relaxed"))
+    listed = samples.height
+    if feature.branch:
+        from .branches import apply_subset
+
+        samples = apply_subset(samples, feature.branch.get("subset"), feature.key, feature.id_columns)
+        feature.start_branch()
     with feature.graph.use():
-        store = feature.store()
+        store = feature.store(fallback=False)
         with store.open("w"):
             # The workload's samples are Polars: resolve in Polars, as "auto" would after warning about it.
             inc = store.resolve_update(feature.cls, samples=samples, versioning_engine="polars")
@@ -273,7 +330,9 @@ def ingest(request: dict) -> dict:
                 store.write(feature.cls, changed, materialization_id=request.get("materialization_id"))
             summary["deleted"] = _delete_orphans(store, feature, orphaned)
     summary["processed"] = new.height + stale.height
-    summary["samples"] = samples.height
+    summary["samples"] = listed
+    if feature.branch:
+        summary["subset"] = samples.height
     return summary
 
 

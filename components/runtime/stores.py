@@ -90,10 +90,13 @@ def _file_in_the_way(folder: str) -> str | None:
     return next((p for p in reversed(parts) if os.path.exists(p) and not os.path.isdir(p)), None)
 
 
-def open_store(config: dict) -> mx.MetadataStore:
+def open_store(config: dict, fallback: list | None = None) -> mx.MetadataStore:
+    """The store `config` describes; `fallback`: Metaxy fallback stores, read where this one lacks a feature."""
     configure()
     kind = config.get("kind", "delta")
     options = dict(config.get("options") or {})
+    if fallback:
+        options["fallback_stores"] = fallback
     if kind == "delta":
         from metaxy.ext.polars.handlers.delta import DeltaMetadataStore
 
