@@ -5,6 +5,7 @@
     hpc clusters                                   # list profiles, validating each
     hpc doctor leonardo [--json] [--submit]        # preflight: connect and check the site for real
     hpc login vsc5 | --status | hpc logout vsc5    # the SSH session every step, run and schedule uses
+    hpc branch list | diff NAME | merge NAME | drop NAME   # experiments on a subset, beside main's store
 """
 
 from __future__ import annotations
@@ -111,9 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print a JSON list of {check, ok, detail, fix} (ok is null when skipped)")
     doctor.add_argument("--submit", action="store_true", help="also run a 1-minute no-op job per partition class and report the queue wait")
     doctor.set_defaults(func=cmd_doctor)
+    from components.cli_branches import add_parsers as add_branch_parsers
     from components.cli_sessions import add_parsers
 
     add_parsers(sub)
+    add_branch_parsers(sub)
     return parser
 
 

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from components.core import environments
+from components.core.branches import Branch, deep_merge, load_branches, run_branch
 from components.core.imports import workload_imports
 from components.core.render import RUNTIME_DIR
 from components.core.errors import ConfigError, Location
@@ -107,6 +109,8 @@ class MetaxyFeatureComponent(WorkloadComponent):
     owners: Annotated[list[str], _doc("Asset owners.", ["team:research-data"])] = []
     tags: Annotated[dict[str, str], _doc("Asset tags.", {"domain": "media"})] = {}
 
+    _defs_file: Path | None = PrivateAttr(None)  # where it is declared (build_defs): a branch re-reads it
+
     # --- hooks -------------------------------------------------------------------------------
 
     def asset_keys(self) -> list[dg.AssetKey]:
@@ -187,11 +191,62 @@ class MetaxyFeatureComponent(WorkloadComponent):
         environments.prepare(profile, project_root, run.transport, base, self.environment_imports(project_root), context.log.info)
         return RemoteSteps(run.transport, profile, project_root, base, f"{base}/jobs/{run_id}/{self.op_name}.metaxy")
 
+    # --- branches ------------------------------------------------------------------------------
+
+    def on_branch(self, branch: Branch, project_root: Path) -> tuple[MetaxyFeatureComponent, FeatureGraph]:
+        """This feature as `branch` declares it (its `set` merged into the attributes) and the project's
+        graph on that branch. Raises ConfigError (pydantic's ValidationError for a bad value)."""
+        me = self
+        if self.feature in branch.set:
+            me = type(self).model_validate(deep_merge(self.model_dump(by_alias=True), branch.set[self.feature]))
+            me._defs_file = self._defs_file
+        return me, validate(scan(project_root / DEFS_DIR, branch), me.declaration(self._defs_file))
+
+    def branch_files(self, profile: ClusterProfile, project_root: Path) -> dict[str, str]:
+        """Columns naming files the workload writes, with their directory on main (a branch writes beside it)."""
+        return {}
+
+    def _check_branches(self, project_root: Path, keys: list[str], declared: set[str]) -> None:
+        """Each branch's `set` for these feature keys must give valid attributes; a `set` key no feature
+        has is refused too (it would change nothing). Raises ConfigError at branches.yaml's line."""
+        for branch in load_branches(project_root).values():
+            for key in branch.set:
+                if key not in declared:
+                    raise ConfigError(f"branch {branch.name} sets attributes of feature {key!r}, which no defs.yaml declares",
+                                      fix=f"use a declared feature key: {', '.join(sorted(declared))}",
+                                      location=branch.where("set", key))
+                if key not in keys:
+                    continue
+                try:
+                    self.on_branch(branch, project_root)
+                except Exception as exc:  # pydantic's message names the attribute; the place is branches.yaml's
+                    problem = getattr(exc, "problem", None) or str(exc).replace("\n", "; ")
+                    raise ConfigError(f"branch {branch.name}: its set for {key} does not give valid attributes: {problem}",
+                                      fix="correct the attribute names and values under set (they are merged into defs.yaml's)",
+                                      location=branch.where("set", key)) from None
+
     def materialize(self, context: dg.AssetExecutionContext, project_root: Path, graph: FeatureGraph) -> Iterator:
+        """Compute the feature for one run: on main, or on the branch its tag or $HPC_BRANCH names."""
+        try:
+            branch = run_branch(context.run.tags, project_root)
+            me, graph = self.on_branch(branch, project_root) if branch else (self, graph)
+        except ConfigError as exc:
+            raise dg.Failure(description=str(exc)) from None
+        yield from me.compute(context, project_root, graph, branch)
+
+    def compute(self, context: dg.AssetExecutionContext, project_root: Path, graph: FeatureGraph,
+                branch: Branch | None = None) -> Iterator:
         profile = self.get_profile(project_root)
         store = self.store_config(profile, project_root)
         steps = self._steps(context, project_root, profile)
         request = self.request(graph, store, steps.staging, context.run.run_id)
+        if branch is not None:
+            request["branch"] = {**branch.request(), "files": self.branch_files(profile, project_root)}
+            subset = f"subset {branch.subset}" if branch.subset else "every sample"
+            context.log.info(f"{self.feature}: on branch {branch.name} ({subset}"
+                             + (f"; set {branch.set[self.feature]}" if self.feature in branch.set else "")
+                             + f"): writes to the branch's store beside {store.get('path', store.get('kind'))}; "
+                             "main's store and files are not touched until `hpc branch merge`")
         is_root = not self.deps
         counts: dict[str, Any] = {}
         if not is_root:
@@ -236,10 +291,13 @@ class MetaxyFeatureComponent(WorkloadComponent):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         project_root = Path(context.project_root)
         defs_file = Path(context.path) / "defs.yaml"
+        self._defs_file = defs_file
         try:
-            graph = validate(scan(project_root / DEFS_DIR), self.declaration(defs_file))
+            decls = scan(project_root / DEFS_DIR)
+            graph = validate(decls, self.declaration(defs_file))
             plan = self.plan(project_root)
             self._check_stores(graph, project_root, plan.profile, self.store_config(plan.profile, project_root))
+            self._check_branches(project_root, [self.feature], {d.key for d in decls})
         except (ConfigError, ValueError) as exc:
             raise _placed(exc, defs_file) from None
 
@@ -305,12 +363,13 @@ def _log_counts(context: dg.AssetExecutionContext, counts: dict) -> None:
 
 def _metadata(counts: dict) -> dict[str, dg.MetadataValue]:
     out: dict[str, dg.MetadataValue] = {}
-    for name in ("new", "stale", "orphaned", "retried", "up_to_date", "processed", "unprocessed", "deleted", "samples"):
+    for name in ("new", "stale", "orphaned", "retried", "up_to_date", "processed", "unprocessed", "deleted", "samples",
+                 "subset", "from_main"):
         if name in counts:
             out[name] = dg.MetadataValue.int(int(counts[name]))
     if "stale_fields" in counts:
         out["stale_fields"] = dg.MetadataValue.json(counts["stale_fields"])
-    for name in ("store", "job"):
+    for name in ("store", "job", "branch"):
         if name in counts:
             out[name] = dg.MetadataValue.text(str(counts[name]))
     return out

@@ -28,7 +28,7 @@ from components.core.render import JobSpec
 from components.core.units import parse_mem_mb
 from components.feature_scaffold import RayDoclingScaffolder
 from components.metaxy_feature import DEFS_DIR, MetaxyFeatureComponent, StoreModel
-from components.runtime.names import FORMATS
+from components.runtime.names import FORMATS, beside
 from components.workload import WorkloadComponent, _doc, _line_map, _placed
 
 DOCUMENTS_SUBDIR = "docling"
@@ -54,6 +54,7 @@ class DoclingOptions(dg.Resolvable, dg.Model):
         "standard: layout and table models, which need weights (artifacts_path).", "native", "standard")] = "native"
     ocr: Annotated[bool, _doc("standard pipeline: OCR scanned pages.")] = False
     table_structure: Annotated[bool, _doc("standard pipeline: recover table structure.")] = True
+    page_breaks: Annotated[bool, _doc("Mark each page break in the markdown with <!-- page break --> (for chunking by page).")] = False
     device: Annotated[Literal["auto", "cpu", "cuda", "mps"], _doc(
         "Accelerator for the layout, table and OCR models. auto: CUDA when a GPU is visible to the converter (torch), "
         "Apple's MPS, else CPU; the one chosen is logged and in the asset's metadata.", "cuda")] = "auto"
@@ -126,6 +127,8 @@ class RayDoclingComponent(WorkloadComponent):
     owners: Annotated[list[str], _doc("Asset owners.", ["team:research-data"])] = []
     tags: Annotated[dict[str, str], _doc("Asset tags.", {"domain": "documents"})] = {}
 
+    _defs_file: Path | None = PrivateAttr(None)  # where it is declared (build_defs): a branch re-reads it
+
     def asset_keys(self) -> list[dg.AssetKey]:
         return [dg.AssetKey(self.features.converted.split("/"))]
 
@@ -176,6 +179,7 @@ class RayDoclingComponent(WorkloadComponent):
         return feature
 
     def _validate(self, defs_file: Path, project_root: Path):
+        self._defs_file = defs_file
         source_decl, converted_decl = self._declarations(defs_file)
         decls = scan(project_root / DEFS_DIR)
         source_graph = validate(decls, source_decl)
@@ -189,6 +193,7 @@ class RayDoclingComponent(WorkloadComponent):
             raise ConfigError(str(exc), fix="write it like 2G or 512M", location=Location(key="ray.object_store_memory")) from None
         source = self._feature(source_decl, _DocumentSource)
         converted = self._feature(converted_decl, _DocumentConversion)
+        converted._check_branches(project_root, [self.features.source, self.features.converted], {d.key for d in decls})
         return source, converted, source_graph, graph
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
@@ -270,9 +275,27 @@ class _DocumentFeature(MetaxyFeatureComponent):
     def request(self, graph, store: dict, staging: str, run_id: str) -> dict:
         return {**super().request(graph, store, staging, run_id), "documents": self._settings}
 
-    def materialize(self, context, project_root: Path, graph):
+    def on_branch(self, branch, project_root: Path):
+        """The feature of the owner as `branch` declares it (the `set` of either of its feature keys)."""
+        owner = self._owner
+        keys = [owner.features.source, owner.features.converted]
+        if any(k in branch.set for k in keys):
+            owner = type(owner).model_validate(branch.attributes(owner.model_dump(by_alias=True), keys))
+            owner._defs_file = self._owner._defs_file
+        decl = next(d for d in owner._declarations(owner._defs_file) if d.key == self.feature)
+        me = owner._feature(decl, type(self))
+        if isinstance(me, _DocumentConversion):
+            me._retry = self._retry
+        return me, validate(scan(project_root / DEFS_DIR, branch), decl)
+
+    def branch_files(self, profile, project_root: Path) -> dict[str, str]:
+        return {"markdown_path": self._owner.settings(profile, project_root)["output"]} if isinstance(self, _DocumentConversion) else {}
+
+    def compute(self, context, project_root: Path, graph, branch=None):
         self._settings = self._owner.settings(self.get_profile(project_root), project_root)
-        yield from super().materialize(context, project_root, graph)
+        if branch is not None:  # the branch's markdown goes beside main's, which stays as it is until merged
+            self._settings["output"] = beside(self._settings["output"], branch.name)
+        yield from super().compute(context, project_root, graph, branch)
 
 
 class _DocumentSource(_DocumentFeature):

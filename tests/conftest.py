@@ -28,7 +28,7 @@ def clusters_dir() -> Path:
 
 def copy_project(dest: Path) -> Path:
     """A throw-away copy of the project (defs, clusters, workloads) to break on purpose."""
-    for name in ("pyproject.toml", "definitions.py"):
+    for name in ("pyproject.toml", "definitions.py", "branches.yaml"):
         shutil.copy2(ROOT / name, dest / name)
     for name in ("defs", "clusters", "workloads", ".dagster"):
         shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))

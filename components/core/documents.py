@@ -18,10 +18,14 @@ SOURCE_FIELD, CONVERTED_FIELD = "content", "markdown"
 # Docling settings that change the markdown; any change re-converts every document. Batch sizes,
 # threads, devices and paths change speed, not output, and are left out.
 OUTPUT_OPTIONS = {"pipeline": "native", "ocr": False, "table_structure": True}
+# Options added later count only when set: a store converted before they existed stays up to date.
+LATER_OUTPUT_OPTIONS = {"page_breaks": False}
 
 
 def options_digest(docling: dict | None) -> str:
     chosen = {name: (docling or {}).get(name, default) for name, default in OUTPUT_OPTIONS.items()}
+    chosen.update({name: value for name, default in LATER_OUTPUT_OPTIONS.items()
+                   if (value := (docling or {}).get(name, default)) != default})
     return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:8]
 
 

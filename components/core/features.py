@@ -83,7 +83,7 @@ class FeatureDecl:
         }
 
 
-def _feature_docs(file: Path) -> list[FeatureDecl]:
+def _feature_docs(file: Path, branch=None) -> list[FeatureDecl]:
     try:
         data, lines = load_yaml(file)
     except ConfigError:
@@ -93,6 +93,9 @@ def _feature_docs(file: Path) -> list[FeatureDecl]:
     attributes = data.get("attributes") or {}
     if not isinstance(attributes, dict):
         return []
+    if branch is not None:  # a core.branches.Branch: its `set` changes these attributes on its runs
+        keys = list((attributes.get("features") or {}).values()) if data["type"] == DOCLING_TYPE else [attributes.get("feature")]
+        attributes = branch.attributes(attributes, [k for k in keys if isinstance(k, str)])
     if data["type"] == DOCLING_TYPE:
         return [FeatureDecl(key=key, attributes=attrs, file=file, lines=lines, prefix=("attributes", *path))
                 for key, attrs, path in documents.declarations(attributes)]
@@ -102,11 +105,11 @@ def _feature_docs(file: Path) -> list[FeatureDecl]:
     return [FeatureDecl(key=key, attributes=attributes, file=file, lines=lines)]
 
 
-def scan(defs_dir: Path) -> list[FeatureDecl]:
-    """Every feature declared under defs/, in a stable order."""
+def scan(defs_dir: Path, branch=None) -> list[FeatureDecl]:
+    """Every feature declared under defs/, in a stable order; on `branch`, with its `set` applied."""
     out: list[FeatureDecl] = []
     for file in sorted(defs_dir.rglob("defs.yaml")):
-        out.extend(_feature_docs(file))
+        out.extend(_feature_docs(file, branch))
     return out
 
 

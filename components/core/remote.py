@@ -17,9 +17,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import dagster as dg
+
+if TYPE_CHECKING:
+    from components.core.profiles import ClusterProfile
+    from components.core.ssh import Transport
 
 from components.core import environments
 from components.core.alloc_run import RunAllocation
@@ -47,6 +51,25 @@ T = TypeVar("T")
 RUN_GRACE_S = 180
 # Remote base directories as the login shell expands them, resolved once per connection target.
 _BASE_DIRS: dict[tuple, str] = {}
+
+
+def expanded_base_dir(transport: Transport, profile: ClusterProfile) -> str:
+    """The profile's paths.base_dir as the login shell expands it (absolute), once per target.
+
+    A login shell, since sites define $DATA / $WORK in their profile scripts. Raises dg.Failure when it
+    does not expand to an absolute path.
+    """
+    key = (transport.target, profile.paths.base_dir)
+    if key not in _BASE_DIRS:
+        expr = quote_path(profile.paths.base_dir)
+        out = transport.run(f"bash -lc {shlex.quote(f'printf %s {expr}')}").stdout.strip()
+        if not out.startswith("/"):
+            raise dg.Failure(
+                f"paths.base_dir {profile.paths.base_dir!r} expanded to {out!r} on {profile.name}; "
+                "set it to an absolute path or a variable the login shell defines"
+            )
+        _BASE_DIRS[key] = out
+    return _BASE_DIRS[key]
 
 
 class SlurmRun:
@@ -95,18 +118,7 @@ class SlurmRun:
 
     # -- remote layout ------------------------------------------------------------------------
     def base_dir(self) -> str:
-        key = (self.transport.target, self.profile.paths.base_dir)
-        if key not in _BASE_DIRS:
-            # A login shell: sites define $DATA / $WORK in their profile scripts.
-            expr = quote_path(self.profile.paths.base_dir)
-            out = self.transport.run(f"bash -lc {shlex.quote(f'printf %s {expr}')}").stdout.strip()
-            if not out.startswith("/"):
-                raise dg.Failure(
-                    f"paths.base_dir {self.profile.paths.base_dir!r} expanded to {out!r} on {self.profile.name}; "
-                    "set it to an absolute path or a variable the login shell defines"
-                )
-            _BASE_DIRS[key] = out
-        return _BASE_DIRS[key]
+        return expanded_base_dir(self.transport, self.profile)
 
     def _make_job_dir(self, attempt: int) -> str:
         base = self.base_dir()

@@ -51,7 +51,7 @@ class _Branch:
         mine = latest(branch_only, cls, ids)
         with main.open("r"):
             theirs = latest(main, cls, ids, mine.select(ids)) if mine.height else pl.DataFrame()
-        return compare(mine, theirs, ids)
+        return compare(mine, theirs, ids).sort(ids) if mine.height else mine
 
 
 def _ids(frame: pl.DataFrame, id_columns: list[str], limit: int = SHOWN) -> list[str]:
@@ -255,6 +255,12 @@ def drop(request: dict) -> dict:
     if remove_path(location):
         removed.append(location)
     os.unlink(expand(f"{branches_dir(store)}/{name}.json"))
+    for folder in {expand(branches_dir(store)), *(expand(beside(d, name)).rsplit("/", 1)[0] for f in record.get("features", {}).values()
+                                                   for d in (f.get("files") or {}).values())}:
+        try:
+            os.rmdir(folder)  # the .branches folder, once its last branch is gone
+        except OSError:
+            pass
     return {"store": describe(store), "branch": name, "removed": removed}
 
 

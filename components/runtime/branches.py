@@ -21,7 +21,6 @@ import datetime
 import hashlib
 import json
 import os
-import re
 import shutil
 from typing import Any
 
@@ -29,10 +28,9 @@ import narwhals as nw
 import polars as pl
 
 from .increment import FeatureDataError, _key_expr, _keys, to_polars
+from .names import BRANCH_NAME_PATTERN, BRANCHES_SUFFIX, beside
 from .stores import expand, open_store
 
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-BRANCHES_SUFFIX = ".branches"
 PROVENANCE = "metaxy_provenance"
 PROVENANCE_BY_FIELD = "metaxy_provenance_by_field"
 DATA_VERSION = "metaxy_data_version"
@@ -47,11 +45,6 @@ class BranchError(FeatureDataError):
 
 
 # --- where a branch lives ------------------------------------------------------------------------
-
-
-def beside(path: str, name: str) -> str:
-    """The branch NAME's copy of a folder `path` (a Delta store, an output directory): PATH.branches/NAME."""
-    return f"{path.rstrip('/')}{BRANCHES_SUFFIX}/{name}"
 
 
 def branches_dir(store: dict) -> str:
@@ -79,7 +72,7 @@ def record_path(store: dict, name: str) -> str:
 
 
 def check_name(name: str) -> str:
-    if not NAME_PATTERN.match(name or ""):
+    if not BRANCH_NAME_PATTERN.match(name or ""):
         raise BranchError(f"branch name {name!r} is not valid",
                           "use lower-case letters, digits, '.', '_' or '-' (at most 63), such as ocr-test")
     return name

@@ -25,6 +25,7 @@ import polars as pl
 
 SOURCE_ID = "doc_id"
 STATUSES = ("converted", "partial", "failed")
+PAGE_BREAK = "<!-- page break -->"  # docling.page_breaks: what marks a page break in the markdown
 RESULT_SCHEMA = {SOURCE_ID: pl.String, "markdown_path": pl.String, "status": pl.String, "pages": pl.Int64,
                  "chars": pl.Int64, "elapsed_s": pl.Float64, "error": pl.String}
 # The GPU guide's batch for the layout and OCR models on CUDA; Docling's own default (4) elsewhere.
@@ -156,6 +157,7 @@ class Converter:
         self.build_s = round(time.perf_counter() - started, 3)
         self.output_dir = Path(expand(output_dir))
         self.output = output_dir
+        self.page_breaks = bool(options.get("page_breaks", False))
 
     def describe(self) -> dict:
         """Where this converter runs: {"device": "cpu" | "cuda:0" | ..., "build_s": seconds, "pid": int}."""
@@ -178,7 +180,7 @@ class Converter:
             return failed_row(doc_id, self.output, f"timed out: {timed_out[0].error_message}", time.perf_counter() - started)
         if result.status not in (ConversionStatus.SUCCESS, ConversionStatus.PARTIAL_SUCCESS):
             return failed_row(doc_id, self.output, message or f"docling reported {result.status.value}", time.perf_counter() - started)
-        markdown = result.document.export_to_markdown()
+        markdown = result.document.export_to_markdown(page_break_placeholder=PAGE_BREAK if self.page_breaks else None)
         write_atomic(target, markdown)
         row = {SOURCE_ID: doc_id, "markdown_path": str(target), "status": "converted",
                "pages": len(result.pages) or result.document.num_pages(), "chars": len(markdown), "error": message or None}

@@ -81,6 +81,13 @@ class Feature:
                 return open_store(branch, fallback=[open_store(self.request["store"])] if fallback else None)
             return open_store(self.request["store"])
 
+    def describe_store(self) -> str:
+        if self.branch:
+            from .branches import branch_store
+
+            return f"branch {self.branch['name']}: {describe(branch_store(self.request['store'], self.branch['name']))}"
+        return describe(self.request["store"])
+
     def start_branch(self) -> None:
         """On a branch: its record exists (its first step starts it) and knows this feature's files."""
         if self.branch:
@@ -149,7 +156,7 @@ def _summary(feature: Feature, store, new: pl.DataFrame, stale: pl.DataFrame, or
     fields, examples = changed_fields(store, feature, stale)
     return {
         "feature": feature.key,
-        "store": describe(feature.request["store"]),
+        "store": feature.describe_store(),
         "new": new.height,
         "stale": stale.height,
         "orphaned": orphaned.height,

@@ -6,6 +6,8 @@ heavy imports keeps a step's start-up short (see bench/local_step.py).
 
 from __future__ import annotations
 
+import re
+
 # The variable that tells a Metaxy workload where its request (increment, fields, store) lies.
 REQUEST_ENV = "HPC_METAXY_REQUEST"
 
@@ -27,3 +29,12 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "asciidoc": (".adoc", ".asciidoc"),
     "csv": (".csv",),
 }
+
+# A branch's name (branches.yaml, $HPC_BRANCH, run tag hpc/branch): it becomes part of paths.
+BRANCH_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+BRANCHES_SUFFIX = ".branches"
+
+
+def beside(path: str, name: str) -> str:
+    """Branch `name`'s copy of a folder `path` (a Delta store, an output directory): PATH.branches/NAME."""
+    return f"{path.rstrip('/')}{BRANCHES_SUFFIX}/{name}"

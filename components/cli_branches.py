@@ -1,0 +1,204 @@
+"""`hpc branch list | diff NAME | merge NAME | drop NAME`: the branches of the project's metadata stores.
+
+Each command runs once per store the project's features use (most projects have one), where that
+store is: in this process for a local profile, on the cluster's login node (in the job environment,
+through the SSH session) for a Slurm profile. Branches are declared in branches.yaml and start with
+their first run (HPC_BRANCH=NAME, or the run tag hpc/branch=NAME).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from components.core.branches import load_branches
+from components.core.errors import ConfigError
+from components.core.features import FeatureGraph, scan
+from components.core.profiles import ClusterProfile, load_profile, resolve_cluster_name
+
+DIFF_LINES = 60  # most lines of one file's diff shown by --files
+
+
+@dataclass
+class StoreGroup:
+    """The features kept in one store, upstream first, and the profile that says where the store is."""
+
+    profile: ClusterProfile
+    store: dict
+    specs: list[dict] = field(default_factory=list)
+
+
+def store_groups(project_root: Path) -> list[StoreGroup]:
+    """The project's stores with the features (main's definitions) each keeps. Raises ConfigError."""
+    from components.metaxy_feature import DEFS_DIR, _store_config
+
+    decls = scan(project_root / DEFS_DIR)
+    graph = FeatureGraph({d.key: d for d in decls})
+    groups: dict[str, StoreGroup] = {}
+    for decl in decls:
+        name = resolve_cluster_name(decl.attributes.get("cluster"), project_root)
+        profile = load_profile(name, project_root / "clusters")
+        store = _store_config(decl.attributes.get("store"), profile, project_root)
+        if store.get("kind", "delta") not in ("delta", "duckdb"):
+            continue  # branches live beside a delta or duckdb store only
+        group = groups.setdefault(json.dumps([profile.name, store], sort_keys=True), StoreGroup(profile, store))
+        for upstream in graph.lineage(decl.key):
+            if all(s["key"] != upstream.key for s in group.specs):
+                group.specs.append(upstream.spec())
+    return list(groups.values())
+
+
+def _run(group: StoreGroup, project_root: Path, step: str, request: dict) -> dict:
+    """Run a branch step where the group's store is; its summary. Raises ConfigError for a refusal."""
+    request = {"store": group.store, "specs": group.specs, "target": f"branch {request.get('branch')}", **request}
+    if group.profile.scheduler != "slurm":
+        from components.runtime.increment import FeatureDataError
+        from components.runtime.steps import STEPS
+
+        try:
+            return STEPS[step](request)
+        except FeatureDataError as exc:
+            raise ConfigError(exc.problem, fix=exc.fix) from None
+    return _run_remote(group, project_root, step, request)
+
+
+def _run_remote(group: StoreGroup, project_root: Path, step: str, request: dict) -> dict:
+    import dagster as dg
+    import uuid
+
+    from components.core import environments
+    from components.core.feature_steps import RemoteSteps
+    from components.core.imports import workload_imports
+    from components.core.remote import expanded_base_dir
+    from components.core.render import RUNTIME_DIR
+    from components.core.ssh_target import target_for
+    from components.core.transports import transport_for
+
+    transport = transport_for(target_for(group.profile))
+    try:
+        base = expanded_base_dir(transport, group.profile)
+        environments.prepare(group.profile, project_root, transport, base, workload_imports(RUNTIME_DIR / "branch_steps.py"))
+        steps = RemoteSteps(transport, group.profile, project_root, base, f"{base}/branches/{uuid.uuid4().hex[:12]}")
+        try:
+            return steps.run(step, request)
+        except dg.Failure as exc:
+            raise ConfigError(str(exc.description)) from None
+        finally:
+            steps.cleanup()
+    finally:
+        transport.close()
+
+
+def _groups_with(project_root: Path, name: str) -> list[StoreGroup]:
+    from components.runtime.branches import record_path
+
+    groups = store_groups(project_root)
+    local = [g for g in groups if g.profile.scheduler != "slurm"]
+    found = [g for g in local if os.path.exists(record_path(g.store, name))]
+    found += [g for g in groups if g.profile.scheduler == "slurm"]  # asked there: the record is on the cluster
+    if not found:
+        declared = load_branches(project_root)
+        hint = "it starts with its first run: HPC_BRANCH=" + name + " .venv/bin/dg launch ..." if name in declared else \
+            f"declared branches: {', '.join(sorted(declared)) or 'none (see branches.yaml)'}"
+        raise ConfigError(f"branch {name} has not run yet: no store of this project holds it", fix=hint)
+    return found
+
+
+def cmd_list(args: argparse.Namespace, project_root: Path) -> int:
+    declared = load_branches(project_root)
+    seen = set()
+    for group in store_groups(project_root):
+        summary = _run(group, project_root, "branch-list", {})
+        for branch in summary["branches"]:
+            seen.add(branch["name"])
+            state = f"merged {branch['merged_at']}" if branch["merged_at"] else (
+                "merge cut short: run hpc branch merge again" if branch["merging"] else "open")
+            rows = ", ".join(f"{k} {n}" for k, n in branch["rows"].items()) or "no rows yet"
+            print(f"{branch['name']}  {state}, started {branch['started_at']}  ({summary['store']})")
+            print(f"  subset: {branch['subset'] or 'every sample'}; rows: {rows}")
+    for name in sorted(set(declared) - seen):
+        print(f"{name}  not run yet (declared in branches.yaml)")
+    if not declared and not seen:
+        print("no branches: declare one in branches.yaml, then run with HPC_BRANCH=NAME")
+    return 0
+
+
+def _show_files(files: list[dict]) -> None:
+    for pair in files:
+        branch, main = pair["branch"], pair["main"]
+        try:
+            new = Path(branch).read_text(encoding="utf-8").splitlines() if branch and os.path.exists(branch) else []
+            old = Path(main).read_text(encoding="utf-8").splitlines() if main and os.path.exists(main) else []
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"    {pair['id']}: cannot compare {pair['column']} here ({exc})")
+            continue
+        lines = list(difflib.unified_diff(old, new, f"main/{pair['id']}", f"branch/{pair['id']}", lineterm="", n=1))
+        print(f"    {pair['id']} ({pair['column']}): " + ("identical" if not lines else f"{len(lines)} diff lines"))
+        for line in lines[:DIFF_LINES]:
+            print(f"      {line}")
+        if len(lines) > DIFF_LINES:
+            print(f"      ... {len(lines) - DIFF_LINES} more lines: diff {main} {branch}")
+
+
+def cmd_diff(args: argparse.Namespace, project_root: Path) -> int:
+    summaries = [_run(g, project_root, "branch-diff", {"branch": args.name}) for g in _groups_with(project_root, args.name)]
+    if args.json:
+        print(json.dumps(summaries, indent=1))
+        return 0
+    for summary in summaries:
+        print(f"branch {summary['branch']} (started {summary['started_at']}, subset {summary['subset'] or 'every sample'}) "
+              f"against main in {summary['store']}:")
+        for feature in summary["features"]:
+            print(f"  {feature['feature']}: {feature['added']} added, {feature['changed']} changed, "
+                  f"{feature['same']} as in main")
+            if feature["added_examples"]:
+                print(f"    added: {', '.join(feature['added_examples'])}")
+            if feature["changed_examples"]:
+                print(f"    changed: {', '.join(feature['changed_examples'])}")
+            for name, n in feature["fields"].items():
+                print(f"    field {name}: provenance differs for {n} sample(s)")
+            versions = feature["feature_version"]
+            if versions["branch"] and versions["branch"] != versions["main"]:
+                print(f"    feature version: main {', '.join(versions['main']) or '-'} -> branch {', '.join(versions['branch'])}")
+            if args.files:
+                _show_files(feature["files"])
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace, project_root: Path) -> int:
+    for group in _groups_with(project_root, args.name):
+        summary = _run(group, project_root, "branch-merge", {"branch": args.name})
+        merged = ", ".join(f"{k} {n}" for k, n in summary["merged"].items()) or "nothing (every row is as in main)"
+        print(f"merged branch {args.name} into main in {summary['store']}: {merged} sample(s); "
+              f"{summary['files_moved']} file(s) moved, {summary['files_removed']} removed")
+    print(f"the branch is kept, marked merged: hpc branch drop {args.name} removes it")
+    return 0
+
+
+def cmd_drop(args: argparse.Namespace, project_root: Path) -> int:
+    for group in _groups_with(project_root, args.name):
+        summary = _run(group, project_root, "branch-drop", {"branch": args.name})
+        print(f"dropped branch {args.name} of {summary['store']}: removed {', '.join(summary['removed']) or 'its record'}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    branch = sub.add_parser("branch", help="experiments on a subset in a store beside main's: list, diff, merge, drop")
+    commands = branch.add_subparsers(dest="branch_command", required=True)
+    listing = commands.add_parser("list", help="the declared branches and those that ran, per store")
+    listing.set_defaults(func=cmd_list)
+    diff = commands.add_parser("diff", help="per feature: samples the branch adds or changes against main, and the fields")
+    diff.add_argument("name")
+    diff.add_argument("--files", action="store_true", help="also show a unified diff of the files the rows name (markdown)")
+    diff.add_argument("--json", action="store_true", help="print the summaries as JSON")
+    diff.set_defaults(func=cmd_diff)
+    merge = commands.add_parser("merge", help="write the branch's rows and files into main (refused if main changed them since)")
+    merge.add_argument("name")
+    merge.set_defaults(func=cmd_merge)
+    drop = commands.add_parser("drop", help="remove the branch's store, files and record; main is not touched")
+    drop.add_argument("name")
+    drop.set_defaults(func=cmd_drop)
