@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import dagster as dg
+import pydantic
 from pydantic import PrivateAttr
 
 from components.core import environments
@@ -219,8 +220,9 @@ class MetaxyFeatureComponent(WorkloadComponent):
                     continue
                 try:
                     self.on_branch(branch, project_root)
-                except Exception as exc:  # pydantic's message names the attribute; the place is branches.yaml's
-                    problem = getattr(exc, "problem", None) or str(exc).replace("\n", "; ")
+                except (pydantic.ValidationError, ConfigError) as exc:  # the attribute and its reason; the place is branches.yaml's
+                    problem = exc.problem if isinstance(exc, ConfigError) else "; ".join(
+                        f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
                     raise ConfigError(f"branch {branch.name}: its set for {key} does not give valid attributes: {problem}",
                                       fix="correct the attribute names and values under set (they are merged into defs.yaml's)",
                                       location=branch.where("set", key)) from None
