@@ -174,6 +174,7 @@ def test_invalid_data_on_the_command_line_exits_1_with_the_reason_last(template_
 def test_examples_select_defs_workloads_and_the_lock(template_repo, tmp_path):
     project = _copy(template_repo, tmp_path / "p", project_name="p", examples=["metaxy"])
     assert sorted(p.name for p in (project / "defs").iterdir() if p.is_dir()) == ["media"]
+    assert not (project / "branches.yaml").exists()  # its branch sets documents/markdown, which this project lacks
     assert not (project / "workloads" / "draw_numbers.py").exists() and (project / "workloads" / "list_media.py").exists()
     assert (project / "requirements.lock").read_text() == (ROOT / "requirements-core.lock").read_text()
     assert "docling" not in (project / "pyproject.toml").read_text().split("[project.optional-dependencies]")[1].split("[project.scripts]")[0]
