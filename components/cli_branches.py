@@ -93,19 +93,22 @@ def _run_remote(group: StoreGroup, project_root: Path, step: str, request: dict)
         transport.close()
 
 
-def _groups_with(project_root: Path, name: str) -> list[StoreGroup]:
-    from components.runtime.branches import record_path
+def _on_branch(project_root: Path, name: str, step: str) -> list[dict]:
+    """Run `step` on branch `name` in every store of the project that holds it; their summaries.
 
-    groups = store_groups(project_root)
-    local = [g for g in groups if g.profile.scheduler != "slurm"]
-    found = [g for g in local if os.path.exists(record_path(g.store, name))]
-    found += [g for g in groups if g.profile.scheduler == "slurm"]  # asked there: the record is on the cluster
-    if not found:
+    Raises ConfigError when none does (naming the declared branches) or for the step's refusal.
+    """
+    summaries = []
+    for group in store_groups(project_root):
+        summary = _run(group, project_root, step, {"branch": name, "missing_ok": True})
+        if not summary.get("absent"):
+            summaries.append(summary)
+    if not summaries:
         declared = load_branches(project_root)
         hint = "it starts with its first run: HPC_BRANCH=" + name + " .venv/bin/dg launch ..." if name in declared else \
             f"declared branches: {', '.join(sorted(declared)) or 'none (see branches.yaml)'}"
         raise ConfigError(f"branch {name} has not run yet: no store of this project holds it", fix=hint)
-    return found
+    return summaries
 
 
 def cmd_list(args: argparse.Namespace, project_root: Path) -> int:
@@ -145,7 +148,7 @@ def _show_files(files: list[dict]) -> None:
 
 
 def cmd_diff(args: argparse.Namespace, project_root: Path) -> int:
-    summaries = [_run(g, project_root, "branch-diff", {"branch": args.name}) for g in _groups_with(project_root, args.name)]
+    summaries = _on_branch(project_root, args.name, "branch-diff")
     if args.json:
         print(json.dumps(summaries, indent=1))
         return 0
@@ -170,8 +173,7 @@ def cmd_diff(args: argparse.Namespace, project_root: Path) -> int:
 
 
 def cmd_merge(args: argparse.Namespace, project_root: Path) -> int:
-    for group in _groups_with(project_root, args.name):
-        summary = _run(group, project_root, "branch-merge", {"branch": args.name})
+    for summary in _on_branch(project_root, args.name, "branch-merge"):
         merged = ", ".join(f"{k} {n}" for k, n in summary["merged"].items()) or "nothing (every row is as in main)"
         print(f"merged branch {args.name} into main in {summary['store']}: {merged} sample(s); "
               f"{summary['files_moved']} file(s) moved, {summary['files_removed']} removed")
@@ -180,8 +182,7 @@ def cmd_merge(args: argparse.Namespace, project_root: Path) -> int:
 
 
 def cmd_drop(args: argparse.Namespace, project_root: Path) -> int:
-    for group in _groups_with(project_root, args.name):
-        summary = _run(group, project_root, "branch-drop", {"branch": args.name})
+    for summary in _on_branch(project_root, args.name, "branch-drop"):
         print(f"dropped branch {args.name} of {summary['store']}: removed {', '.join(summary['removed']) or 'its record'}")
     return 0
 

@@ -54,6 +54,13 @@ class _Branch:
         return compare(mine, theirs, ids).sort(ids) if mine.height else mine
 
 
+def _absent(request: dict) -> dict | None:
+    """With `missing_ok` (a store asked only in case it holds the branch): the answer when it does not."""
+    if request.get("missing_ok") and read_record(request["store"], check_name(request["branch"])) is None:
+        return {"store": describe(request["store"]), "branch": request["branch"], "absent": True}
+    return None
+
+
 def _ids(frame: pl.DataFrame, id_columns: list[str], limit: int = SHOWN) -> list[str]:
     rows = frame.select(id_columns).head(limit).rows()
     return [str(r[0]) if len(r) == 1 else str(tuple(r)) for r in rows]
@@ -83,6 +90,8 @@ def diff(request: dict) -> dict:
     """Per feature: samples the branch adds or changes against main, the fields whose provenance
     differs (samples per field), feature versions (main's, the branch's) and, for file columns, the
     paths of both files of up to 10 samples."""
+    if (absent := _absent(request)) is not None:
+        return absent
     branch = _Branch(request)
     features = []
     with branch.graph.use():
@@ -140,6 +149,8 @@ def _conflicts(rows: pl.DataFrame, started: str) -> pl.DataFrame:
 def merge(request: dict) -> dict:
     """Write the branch's added and changed rows into main; BranchError (nothing written) on a conflict
     or on definitions main lacks. Returns the samples merged per feature and the files moved."""
+    if (absent := _absent(request)) is not None:
+        return absent
     branch = _Branch(request)
     record = branch.record
     if record.get("merged_at") and not record.get("merging"):
@@ -239,6 +250,8 @@ def _write(branch: _Branch, plan: list[tuple[dict, pl.DataFrame]]) -> dict:
 
 def drop(request: dict) -> dict:
     """Remove the branch's store, its files and its record; main is not touched."""
+    if (absent := _absent(request)) is not None:
+        return absent
     store, name = request["store"], check_name(request["branch"])
     record = read_record(store, name)
     if record is None:

@@ -3,6 +3,7 @@ Metaxy steps on its login node, the workloads as Slurm jobs; nothing to do means
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -67,4 +68,59 @@ def test_results_the_runtime_refuses_in_a_slurm_job_fail_with_the_message_alone(
     assert not result.success and "column 'width' is declared int" in text and "would become" in text
     assert "nothing was written to the store for media/crop" in text and "Traceback" not in text
     assert "Slurm job" not in text  # the job's own failure (exit code, stderr tail) is not the report
+    ssh_as_user(slurm_cluster, f"rm -rf {store}")
+
+
+BRANCHES = """\
+crop-v2:
+  subset: {ids: [clip-b]}
+  set:
+    media/crop:
+      fields: [{key: image, code_version: "2", deps: [{feature: media/sample, fields: [frames]}]}]
+"""
+
+
+def _hpc(project, monkeypatch, capsys, *args):
+    from components import cli
+    from tests.conftest import use_project
+
+    use_project(project, monkeypatch)
+    code = cli.main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_a_branch_runs_its_subset_on_the_cluster_and_merges_there(slurm_cluster, tmp_path, monkeypatch, capsys):
+    # The branch's store and its steps (resolve, diff, merge, drop) live on the cluster, beside main's store.
+    project, store = _on_the_cluster(tmp_path, monkeypatch)
+    (project / "branches.yaml").write_text(BRANCHES)
+    first, _ = _run(project, monkeypatch)
+    assert first["media/crop"]["processed"] == 3
+
+    monkeypatch.setenv("HPC_BRANCH", "crop-v2")
+    branch, tags = _run(project, monkeypatch)
+    assert (branch["media/sample"]["subset"], branch["media/sample"]["branch"]) == (1, "crop-v2")
+    assert (branch["media/crop"]["new"], branch["media/crop"]["processed"]) == (1, 1) and "hpc/job/media__crop" in tags
+    assert (branch["media/transcript"]["from_main"], branch["media/transcript"]["job"]) == (1, "none: nothing to do")
+    listing = ssh_as_user(slurm_cluster, f"ls {store}.branches/crop-v2/media")
+    assert {"crop.delta", "sample.delta", "transcript.delta"} <= set(listing.split())
+    monkeypatch.delenv("HPC_BRANCH")
+
+    code, out, err = _hpc(project, monkeypatch, capsys, "branch", "diff", "crop-v2", "--json")
+    assert code == 0, err
+    [summary] = json.loads(out)
+    counts = {f["feature"]: (f["added"], f["changed"], f["same"]) for f in summary["features"]}
+    assert counts == {"media/sample": (0, 0, 1), "media/crop": (0, 1, 0), "media/transcript": (0, 0, 1)}
+
+    code, out, err = _hpc(project, monkeypatch, capsys, "branch", "merge", "crop-v2")
+    assert code == 2 and "definitions main does not have" in err
+    edit(project, "defs/media/crop/defs.yaml", 'code_version: "1"', 'code_version: "2"')
+    code, out, err = _hpc(project, monkeypatch, capsys, "branch", "merge", "crop-v2")
+    assert code == 0 and "media/crop 1 sample(s)" in out, err
+
+    after, _ = _run(project, monkeypatch)
+    assert (after["media/crop"]["stale"] + after["media/crop"]["new"], after["media/crop"]["processed"]) == (2, 2)
+    code, out, err = _hpc(project, monkeypatch, capsys, "branch", "drop", "crop-v2")
+    assert code == 0, err
+    assert ssh_as_user(slurm_cluster, f"ls -d {store}.branches 2>/dev/null || echo gone").strip() == "gone"
     ssh_as_user(slurm_cluster, f"rm -rf {store}")
