@@ -32,11 +32,12 @@ class StoreGroup:
     specs: list[dict] = field(default_factory=list)
 
 
-def store_groups(project_root: Path) -> list[StoreGroup]:
-    """The project's stores with the features (main's definitions) each keeps. Raises ConfigError."""
+def store_groups(project_root: Path, branch=None) -> list[StoreGroup]:
+    """The project's stores with the features each keeps: main's definitions, or `branch`'s (its
+    `set` applied). Raises ConfigError."""
     from components.metaxy_feature import DEFS_DIR, _store_config
 
-    decls = scan(project_root / DEFS_DIR)
+    decls = scan(project_root / DEFS_DIR, branch)
     graph = FeatureGraph({d.key: d for d in decls})
     groups: dict[str, StoreGroup] = {}
     for decl in decls:
@@ -99,8 +100,13 @@ def _on_branch(project_root: Path, name: str, step: str) -> list[dict]:
     Raises ConfigError when none does (naming the declared branches) or for the step's refusal.
     """
     summaries = []
+    declared = load_branches(project_root).get(name)
+    on_branch = {json.dumps([g.profile.name, g.store], sort_keys=True): g.specs
+                 for g in store_groups(project_root, declared)} if declared else {}
     for group in store_groups(project_root):
-        summary = _run(group, project_root, step, {"branch": name, "missing_ok": True})
+        extra = {"branch_specs": on_branch.get(json.dumps([group.profile.name, group.store], sort_keys=True))} \
+            if step == "branch-diff" and declared else {}
+        summary = _run(group, project_root, step, {"branch": name, "missing_ok": True, **extra})
         if not summary.get("absent"):
             summaries.append(summary)
     if not summaries:
@@ -164,9 +170,11 @@ def cmd_diff(args: argparse.Namespace, project_root: Path) -> int:
                 print(f"    changed: {', '.join(feature['changed_examples'])}")
             for name, n in feature["fields"].items():
                 print(f"    field {name}: provenance differs for {n} sample(s)")
+            for name, versions in feature.get("field_versions", {}).items():
+                print(f"    field {name} version: main {versions['main']} -> branch {versions['branch']}")
             versions = feature["feature_version"]
             if versions["branch"] and versions["branch"] != versions["main"]:
-                print(f"    feature version: main {', '.join(versions['main']) or '-'} -> branch {', '.join(versions['branch'])}")
+                print(f"    feature version of its rows: main {', '.join(versions['main']) or '-'} -> branch {', '.join(versions['branch'])}")
             if args.files:
                 _show_files(feature["files"])
     return 0

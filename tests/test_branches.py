@@ -78,8 +78,10 @@ def test_a_branch_converts_its_subset_beside_main_then_merges_and_main_converts_
     text = features["documents/markdown"]
     assert (text["added"], text["changed"], text["same"], text["changed_examples"], text["fields"]) == (
         0, 2, 0, SUBSET, {"markdown": 2})
+    assert set(text["field_versions"]) == {"markdown"}  # main's field version and the branch's differ
     shown = _hpc(project, "branch", "diff", "page-breaks", "--files")
     assert "+<!-- page break -->" in shown.stdout and "report-6.pdf (markdown_path)" in shown.stdout
+    assert "field markdown version: main " in shown.stdout
 
     # Main lacks the branch's definitions: merging now would only make main convert them again.
     refused = _hpc(project, "branch", "merge", "page-breaks")

@@ -94,6 +94,7 @@ def diff(request: dict) -> dict:
         return absent
     branch = _Branch(request)
     features = []
+    field_versions = _field_versions(branch, request.get("branch_specs"))
     with branch.graph.use():
         branch_only, main = open_branch(branch.store, branch.name)
         with branch_only.open("r"):
@@ -122,9 +123,28 @@ def diff(request: dict) -> dict:
                     "added_examples": _ids(rows.filter(pl.col("_change") == "added"), ids),
                     "changed_examples": _ids(changed, ids),
                     "fields": fields, "feature_version": {"main": main_versions, "branch": versions}, "files": files,
+                    "field_versions": field_versions.get(spec["key"], {}),
                 })
     return {"store": describe(branch.store), "branch": branch.name, "started_at": branch.record["started_at"],
             "subset": branch.record.get("subset"), "features": features}
+
+
+def _field_versions(branch: _Branch, branch_specs: list[dict] | None) -> dict[str, dict[str, dict[str, str]]]:
+    """{feature: {field: {"main": version, "branch": version}}} for the fields whose Metaxy field
+    version differs between main's definitions and the branch's (`branch_specs`, its `set` applied)."""
+    if not branch_specs:
+        return {}
+    other, _ = build_graph(branch_specs)
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    for spec in branch.specs:
+        if not any(s["key"] == spec["key"] for s in branch_specs):
+            continue
+        mine = branch.graph.get_feature_version_by_field(spec["key"])
+        theirs = other.get_feature_version_by_field(spec["key"])
+        differ = {field: {"main": mine[field], "branch": theirs.get(field)} for field in mine if theirs.get(field) != mine[field]}
+        if differ:
+            out[spec["key"]] = differ
+    return out
 
 
 def _main_path(value: str | None, main_dir: str, name: str) -> str | None:

@@ -67,10 +67,14 @@ class Project:
         job.write(samples.select("sample_id", text=pl.lit(f"v{version}"), text_path=pl.Series(paths, dtype=pl.String)))
         return summary, increment.commit(req), sorted(samples["sample_id"])
 
-    def step(self, name, branch_name, version="1"):
-        down = {**DOWN, "fields": [{"key": "text", "code_version": version}]}
-        return branch_steps.STEPS[name]({"store": self.store, "specs": [ROOT, down], "branch": branch_name,
-                                         "target": f"branch {branch_name}"})
+    def step(self, name, branch_name, version="1", branch_version=None):
+        def specs(v):
+            return [ROOT, {**DOWN, "fields": [{"key": "text", "code_version": v}]}]
+
+        request = {"store": self.store, "specs": specs(version), "branch": branch_name, "target": f"branch {branch_name}"}
+        if branch_version:
+            request["branch_specs"] = specs(branch_version)
+        return branch_steps.STEPS[name](request)
 
     def main_rows(self, version="1"):
         from components.runtime.graph import build_graph
@@ -102,12 +106,15 @@ def test_a_branch_computes_only_its_subset_and_main_is_untouched_until_merge(sto
     assert project.main_rows().equals(before)  # main's store and its files: not touched
     assert open(os.path.join(project.out, "b.txt")).read() == "b under version 1"
 
-    diff = project.step("branch-diff", "try-v2", version="2")
+    diff = project.step("branch-diff", "try-v2", version="1", branch_version="2")
     by_feature = {f["feature"]: f for f in diff["features"]}
     assert (by_feature["t/source"]["added"], by_feature["t/source"]["changed"], by_feature["t/source"]["same"]) == (0, 0, 2)
     text = by_feature["t/text"]
     assert (text["added"], text["changed"], text["changed_examples"], text["fields"]) == (0, 2, ["b", "d"], {"text": 2})
     assert len(text["feature_version"]["main"]) == 1 and text["feature_version"]["main"] != text["feature_version"]["branch"]
+    versions = text["field_versions"]["text"]
+    assert set(versions) == {"main", "branch"} and versions["main"] != versions["branch"]
+    assert by_feature["t/source"]["field_versions"] == {}
     assert [f["main"] for f in text["files"]] == [os.path.join(project.out, "b.txt"), os.path.join(project.out, "d.txt")]
 
     # Main's definitions must be the branch's before its rows are worth merging.
