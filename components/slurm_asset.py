@@ -7,6 +7,7 @@ Override `get_job_spec` or `execute` to customise.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -156,6 +157,17 @@ class SlurmAssetComponent(WorkloadComponent):
         def _assets(context):  # unannotated: string annotations confuse dagster's check
             # Re-plan at run time: the environment (cluster, account) may differ from load time.
             run_plan = self.plan(project_root, strict=True, extra_env=self.partition_env(context))
+            _say_not_branched(context)
             yield from self.execute(context, project_root, run_plan)
 
         return dg.Definitions(assets=[_assets])
+
+
+def _say_not_branched(context) -> None:
+    """A run on a branch (core.branches) redirects Metaxy features only: say that this asset is not one."""
+    from components.core.branches import BRANCH_ENV, BRANCH_TAG
+
+    name = context.run.tags.get(BRANCH_TAG) or os.environ.get(BRANCH_ENV)
+    if name:
+        context.log.warning(f"this run is on branch {name}, but these assets are not Metaxy features: "
+                            "they run and write as they do on main")

@@ -46,10 +46,22 @@ def _launch(project: Path, branch: str | None = None) -> dict[str, dict]:
 
 
 def _hpc(project: Path, *args: str) -> subprocess.CompletedProcess:
+    """`.venv/bin/hpc ...` in the project, as a user types it."""
     return subprocess.run([str(VENV_BIN / "hpc"), *args], cwd=project, capture_output=True, text=True, timeout=300)
 
 
-def test_a_branch_converts_its_subset_beside_main_then_merges_and_main_converts_only_the_rest(project):
+def _hpc_here(project: Path, monkeypatch, capsys, *args: str) -> subprocess.CompletedProcess:
+    """The same command through the CLI's main in this process (no interpreter start-up)."""
+    from components import cli
+    from tests.conftest import use_project
+
+    use_project(project, monkeypatch)
+    code = cli.main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
+def test_a_branch_converts_its_subset_beside_main_then_merges_and_main_converts_only_the_rest(project, monkeypatch, capsys):
     main = _launch(project)
     assert main["documents/markdown"]["processed"] == 6
     before = _main_rows(project)
@@ -67,10 +79,10 @@ def test_a_branch_converts_its_subset_beside_main_then_merges_and_main_converts_
     assert sorted(p.name for p in beside.iterdir()) == [f"{d}.md" for d in SUBSET]
     assert "<!-- page break -->" in (beside / "report-4.pdf.md").read_text()
 
-    listed = _hpc(project, "branch", "list")
+    listed = _hpc_here(project, monkeypatch, capsys, "branch", "list")
     assert listed.returncode == 0 and "page-breaks  open" in listed.stdout
     assert "documents/source 2, documents/markdown 2" in listed.stdout
-    diff = _hpc(project, "branch", "diff", "page-breaks", "--json")
+    diff = _hpc_here(project, monkeypatch, capsys, "branch", "diff", "page-breaks", "--json")
     assert diff.returncode == 0, diff.stderr
     features = {f["feature"]: f for f in json.loads(diff.stdout)[0]["features"]}
     assert (features["documents/source"]["added"], features["documents/source"]["changed"],
@@ -84,7 +96,7 @@ def test_a_branch_converts_its_subset_beside_main_then_merges_and_main_converts_
     assert "field markdown version: main " in shown.stdout
 
     # Main lacks the branch's definitions: merging now would only make main convert them again.
-    refused = _hpc(project, "branch", "merge", "page-breaks")
+    refused = _hpc_here(project, monkeypatch, capsys, "branch", "merge", "page-breaks")
     assert refused.returncode == 2 and "definitions main does not have" in refused.stderr
     assert "Nothing was merged" in refused.stderr and _main_rows(project).equals(before)
 
@@ -103,10 +115,10 @@ def test_a_branch_converts_its_subset_beside_main_then_merges_and_main_converts_
     assert rows.filter(pl.col("doc_id").is_in(SUBSET))["metaxy_materialization_id"].to_list() == ["merge:page-breaks"] * 2
     assert set(rows.filter(pl.col("metaxy_materialization_id") != "merge:page-breaks")["doc_id"]) == set(OTHERS)
 
-    dropped = _hpc(project, "branch", "drop", "page-breaks")
+    dropped = _hpc_here(project, monkeypatch, capsys, "branch", "drop", "page-breaks")
     assert dropped.returncode == 0, dropped.stderr
     assert not beside.exists() and not (project / ".hpc" / "data" / "metaxy.branches").exists()
-    assert "page-breaks  not run yet" in _hpc(project, "branch", "list").stdout
+    assert "page-breaks  not run yet" in _hpc_here(project, monkeypatch, capsys, "branch", "list").stdout
 
 
 def test_the_run_tag_chooses_the_branch_and_an_undeclared_one_is_refused(project, monkeypatch):
@@ -126,16 +138,13 @@ def test_the_run_tag_chooses_the_branch_and_an_undeclared_one_is_refused(project
     assert not result.success and "name different branches" in step_failures(result)
 
 
+# The other mistakes of branches.yaml are in tests/core/test_branches.py; these go through `dg check defs`.
 @pytest.mark.parametrize("text, key, message", [
-    ("page-breaks:\n  subset: {idz: [a]}\n", "page-breaks.subset.idz", "unknown subset key 'idz'"),
-    ("page-breaks:\n  subset: {fraction: 1.5}\n", "page-breaks.subset.fraction", "must be a number in (0, 1]"),
     ("page-breaks:\n  subset: {where: \"format = \"}\n", "page-breaks.subset.where", "is not a filter Metaxy can read"),
     ("page-breaks:\n  set: {documents/markdwn: {docling: {page_breaks: true}}}\n", "page-breaks.set.documents/markdwn",
      "which no defs.yaml declares"),
     ("page-breaks:\n  set: {documents/markdown: {docling: {page_brakes: true}}}\n", "page-breaks.set.documents/markdown",
      "page_brakes"),
-    ("page-breaks:\n  set: {documents/markdown: {store: {kind: duckdb}}}\n", "page-breaks.set.documents/markdown.store",
-     "a branch cannot change store"),
 ])
 def test_a_bad_branches_yaml_is_named_at_its_line(project, text, key, message):
     (project / "branches.yaml").write_text("# experiments\n" + text)
