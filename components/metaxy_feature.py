@@ -20,7 +20,7 @@ import pydantic
 from pydantic import PrivateAttr
 
 from components.core import environments
-from components.core.branches import Branch, deep_merge, load_branches, run_branch
+from components.core.branches import BRANCH_TAG, Branch, deep_merge, load_branches, run_branch
 from components.core.imports import workload_imports
 from components.core.render import RUNTIME_DIR
 from components.core.errors import ConfigError, Location
@@ -242,7 +242,12 @@ class MetaxyFeatureComponent(WorkloadComponent):
         store = self.store_config(profile, project_root)
         steps = self._steps(context, project_root, profile)
         request = self.request(graph, store, steps.staging, context.run.run_id)
+        tags: dict[str, str] = {}
         if branch is not None:
+            # Tagged so that the UI shows and filters it: the asset's history mixes main's and branches' runs.
+            tags = {BRANCH_TAG: branch.name}
+            if context.run.tags.get(BRANCH_TAG) != branch.name:  # chosen by $HPC_BRANCH: the run says so too
+                context.instance.add_run_tags(context.run.run_id, tags)
             request["branch"] = {**branch.request(), "files": self.branch_files(profile, project_root)}
             subset = f"subset {branch.subset}" if branch.subset else "every sample"
             context.log.info(f"{self.feature}: on branch {branch.name} ({subset}"
@@ -259,7 +264,7 @@ class MetaxyFeatureComponent(WorkloadComponent):
                     counts["deleted"] = steps.run("commit", request)["deleted"]
                 context.log.info(f"{self.feature}: nothing to compute; no workload started, no job submitted")
                 steps.cleanup()
-                yield dg.MaterializeResult(asset_key=self.asset_keys()[0], metadata={
+                yield dg.MaterializeResult(asset_key=self.asset_keys()[0], tags=tags, metadata={
                     **_metadata({**counts, "processed": 0, "job": "none: nothing to do"}), **self.extra_metadata(counts, [])})
                 return
         if is_root:
@@ -284,11 +289,11 @@ class MetaxyFeatureComponent(WorkloadComponent):
             if isinstance(result, dg.MaterializeResult) and result.asset_key in (None, key):
                 reported = True
                 yield dg.MaterializeResult(asset_key=key, metadata={**(result.metadata or {}), **metadata},
-                                           data_version=result.data_version)
+                                           data_version=result.data_version, tags={**(result.tags or {}), **tags})
             else:
                 yield result
         if not reported:  # the samples were listed by a step, not a workload
-            yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+            yield dg.MaterializeResult(asset_key=key, metadata=metadata, tags=tags)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         project_root = Path(context.project_root)

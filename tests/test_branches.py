@@ -42,6 +42,8 @@ def _launch(project: Path, branch: str | None = None) -> dict[str, dict]:
         for key in KEYS:
             event = instance.get_latest_materialization_event(dg.AssetKey.from_user_string(key))
             out[key] = {name: value.value for name, value in event.asset_materialization.metadata.items()}
+            out[key]["_tags"] = dict(event.asset_materialization.tags or {})
+            out[key]["_run_tags"] = dict(instance.get_run_by_id(event.run_id).tags)
     return out
 
 
@@ -72,6 +74,9 @@ def test_a_branch_converts_its_subset_beside_main_then_merges_and_main_converts_
     source, markdown = branch["documents/source"], branch["documents/markdown"]
     assert (source["branch"], source["samples"], source["subset"], source["new"]) == ("page-breaks", 6, 2, 2)
     assert (markdown["branch"], markdown["new"], markdown["processed"], markdown["converted"]) == ("page-breaks", 2, 2, 2)
+    # The UI can tell and filter them: the materializations and the run carry the tag hpc/branch.
+    assert markdown["_tags"]["hpc/branch"] == source["_tags"]["hpc/branch"] == "page-breaks"
+    assert markdown["_run_tags"]["hpc/branch"] == "page-breaks" and "hpc/branch" not in main["documents/markdown"]["_run_tags"]
     assert markdown["store"].startswith("branch page-breaks: delta:") and ".branches/page-breaks" in markdown["store"]
     assert _main_rows(project).equals(before)  # main untouched: its rows and its files
     assert {p.name: p.read_text() for p in _markdown(project).iterdir()} == files_before
