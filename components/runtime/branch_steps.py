@@ -54,6 +54,23 @@ class _Branch:
         return compare(mine, theirs, ids).sort(ids) if mine.height else mine
 
 
+def merge_in_flight(store: dict) -> None:
+    """Refuse to run on a store whose merge from a branch was cut short: its rows are in main, but
+    some of its files may not be yet. Raises BranchError naming the branch and the command that finishes it."""
+    try:
+        folder = expand(branches_dir(store))
+    except BranchError:
+        return  # a store kind without branches
+    for path in sorted(glob.glob(f"{folder}/*.json")):
+        record = read_record(store, os.path.basename(path)[: -len(".json")]) or {}
+        if record.get("merging"):
+            raise BranchError(
+                f"the merge of branch {record['name']} into {describe(store)} was cut short: main holds its rows, "
+                f"but {len(record['merging'].get('moves', []))} file(s) may not be in place yet",
+                f"finish it first: hpc branch merge {record['name']}",
+            )
+
+
 def _absent(request: dict) -> dict | None:
     """With `missing_ok` (a store asked only in case it holds the branch): the answer when it does not."""
     if request.get("missing_ok") and read_record(request["store"], check_name(request["branch"])) is None:
@@ -253,13 +270,20 @@ def _write(branch: _Branch, plan: list[tuple[dict, pl.DataFrame]]) -> dict:
                            materialization_id=f"merge:{branch.name}")
                 merged[spec["key"]] = rows.height
     moved = 0
-    for staged_file, target in journal["moves"]:
-        if os.path.exists(staged_file):
-            os.replace(staged_file, target)
-            moved += 1
-    for target in journal["removes"]:
-        if os.path.exists(target):
-            os.unlink(target)
+    try:
+        for staged_file, target in journal["moves"]:
+            if os.path.exists(staged_file):
+                os.replace(staged_file, target)
+                moved += 1
+        for target in journal["removes"]:
+            if os.path.exists(target):
+                os.unlink(target)
+    except OSError as exc:
+        raise BranchError(
+            f"the merge of branch {branch.name} wrote main's rows ({', '.join(f'{k} {n}' for k, n in merged.items()) or 'none'}) "
+            f"but could not put a file in place: {exc}. Main's runs wait until the merge is finished",
+            f"remove the cause, then run the merge again to finish it: hpc branch merge {branch.name}",
+        ) from None
     record.pop("merging")
     record["merged_at"] = _now().isoformat()
     record["merged"] = merged

@@ -89,7 +89,13 @@ class Feature:
         return describe(self.request["store"])
 
     def start_branch(self) -> None:
-        """On a branch: its record exists (its first step starts it) and knows this feature's files."""
+        """Before a step writes: no merge into this store was cut short (main's rows and files could
+        disagree), and, on a branch, its record exists (its first step starts it) and knows this
+        feature's files. Raises FeatureDataError."""
+        if self.request["store"].get("kind", "delta") in ("delta", "duckdb"):
+            from .branch_steps import merge_in_flight
+
+            merge_in_flight(self.request["store"])
         if self.branch:
             from .branches import ensure_record
 
@@ -324,7 +330,7 @@ def ingest(request: dict) -> dict:
         from .branches import apply_subset
 
         samples = apply_subset(samples, feature.branch.get("subset"), feature.key, feature.id_columns)
-        feature.start_branch()
+    feature.start_branch()
     with feature.graph.use():
         store = feature.store(fallback=False)
         with store.open("w"):

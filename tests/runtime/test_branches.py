@@ -188,3 +188,31 @@ def test_subset_parts(tmp_path):
     assert not half.equals(branches.apply_subset(frame, {"fraction": 0.25, "seed": 2}, "k", ["doc_id"]))
     with pytest.raises(branches.BranchError, match="names column"):
         branches.apply_subset(frame, {"where": "pages > 3"}, "k", ["doc_id"])
+
+
+def test_a_merge_cut_short_blocks_main_until_it_is_run_again_to_finish(store, tmp_path):
+    project = Project(store, tmp_path)
+    project.listing()
+    project.compute()
+    project.listing(TRY)
+    project.compute(TRY, version="2")
+    # A real failure half way: a folder stands where main's file of b must go, so moving it fails
+    # after the rows are written.
+    os.unlink(os.path.join(project.out, "b.txt"))
+    os.mkdir(os.path.join(project.out, "b.txt"))
+    with pytest.raises(branches.BranchError, match="could not put a file in place") as cut:
+        project.step("branch-merge", "try-v2", version="2")
+    assert "hpc branch merge try-v2" in cut.value.fix
+    assert json.load(open(branches.record_path(store, "try-v2")))["merging"]["moves"]
+    with pytest.raises(increment.FeatureDataError, match="was cut short"):
+        project.listing()  # main waits: its rows and files could disagree
+    with pytest.raises(branches.BranchError, match="finish the merge first"):
+        project.step("branch-drop", "try-v2")
+
+    os.rmdir(os.path.join(project.out, "b.txt"))
+    finished = project.step("branch-merge", "try-v2", version="2")
+    assert finished["merged"] == {} and finished["files_moved"] == 2  # no row twice; the staged files moved
+    assert open(os.path.join(project.out, "b.txt")).read() == "b under version 2"
+    assert open(os.path.join(project.out, "d.txt")).read() == "d under version 2"
+    project.listing()
+    assert project.compute(version="2")[2] == ["a", "c", "e", "f"]
