@@ -311,6 +311,7 @@ def drop(request: dict) -> dict:
     location = branch_store(store, name)["path"]
     if remove_path(location):
         removed.append(location)
+    remove_path(f"{branches_dir(store)}/{name}.features")
     os.unlink(expand(f"{branches_dir(store)}/{name}.json"))
     for folder in {expand(branches_dir(store)), *(expand(beside(d, name)).rsplit("/", 1)[0] for f in record.get("features", {}).values()
                                                    for d in (f.get("files") or {}).values())}:

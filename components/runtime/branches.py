@@ -18,10 +18,12 @@ store is, like resolve, ingest and commit.
 from __future__ import annotations
 
 import datetime
+import glob
 import hashlib
 import json
 import os
 import shutil
+import uuid
 from typing import Any
 
 import narwhals as nw
@@ -85,56 +87,74 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
+def _features_dir(store: dict, name: str) -> str:
+    return expand(f"{branches_dir(store)}/{name}.features")
+
+
 def read_record(store: dict, name: str) -> dict | None:
+    """The branch's record with `features` ({key: {"files": {column: main dir}}}); None when it never ran."""
     try:
         with open(record_path(store, name), encoding="utf-8") as handle:
-            return json.load(handle)
+            record = json.load(handle)
     except FileNotFoundError:
         return None
+    features = {}
+    for path in sorted(glob.glob(f"{_features_dir(store, name)}/*.json")):
+        with open(path, encoding="utf-8") as handle:
+            entry = json.load(handle)
+        features[entry["feature"]] = {"files": entry.get("files") or {}}
+    return {**record, "features": features}
 
 
-def _write_record(store: dict, record: dict) -> None:
-    path = record_path(store, record["name"])
-    partial = f"{path}.{os.getpid()}.tmp"
+def _write_json(path: str, data: dict) -> None:
+    """Replace `path` whole (readers see the old or the new file, never a part)."""
+    partial = f"{path}.{uuid.uuid4().hex}.tmp"  # unique per writer, process or thread
     with open(partial, "w", encoding="utf-8") as handle:
-        json.dump(record, handle, indent=1, sort_keys=True)
+        json.dump(data, handle, indent=1, sort_keys=True)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(partial, path)
+
+
+def _write_record(store: dict, record: dict) -> None:
+    _write_json(record_path(store, record["name"]), {k: v for k, v in record.items() if k != "features"})
 
 
 def ensure_record(store: dict, branch: dict, feature: str, files: dict[str, str]) -> dict:
     """The branch's record, created on its first step (that moment is when the branch starts).
 
     `files` maps a column of `feature` to the main directory of the files it names; the record keeps
-    it so that merge and drop know which files belong to the branch. Creation is atomic (O_EXCL),
-    so steps of one run starting at once agree on one start time.
+    it (one file per feature, so parallel steps never overwrite each other's) so that merge and drop
+    know which files belong to the branch. The record appears whole or not at all (a hard link of a
+    complete file), so steps of one run starting at once agree on one start time.
+    Raises BranchError for a branch already merged.
     """
     name = check_name(branch["name"])
-    folder = expand(branches_dir(store))
-    os.makedirs(folder, mode=0o700, exist_ok=True)
+    # As readable as main's store beside it (the umask decides): a team sharing main shares its branches.
+    os.makedirs(_features_dir(store, name), exist_ok=True)
     record = read_record(store, name)
     if record is None:
         fresh = {"name": name, "started_at": _now().isoformat(), "subset": branch.get("subset"),
-                 "set": branch.get("set") or {}, "features": {}}
+                 "set": branch.get("set") or {}}
+        partial = f"{record_path(store, name)}.{uuid.uuid4().hex}.new"
+        _write_json(partial, fresh)
         try:
-            fd = os.open(record_path(store, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(fresh, handle, indent=1, sort_keys=True)
-            record = fresh
+            os.link(partial, record_path(store, name))
         except FileExistsError:
-            record = read_record(store, name)
+            pass  # another step of the run started it first: its start time stands
+        finally:
+            os.unlink(partial)
+        record = read_record(store, name)
     assert record is not None
     if record.get("merged_at"):
         raise BranchError(f"branch {name} was merged into main at {record['merged_at']}",
                           f"start a new experiment under another name, or drop it first (hpc branch drop {name})")
-    known = record["features"].get(feature)
-    wanted = {"files": files}
-    changed = record.get("subset") != branch.get("subset") or record.get("set") != (branch.get("set") or {})
-    if known != wanted or changed:
-        record = {**record, "subset": branch.get("subset"), "set": branch.get("set") or {},
-                  "features": {**record["features"], feature: wanted}}
+    if record.get("subset") != branch.get("subset") or record.get("set") != (branch.get("set") or {}):
+        record = {**record, "subset": branch.get("subset"), "set": branch.get("set") or {}}
         _write_record(store, record)
+    if record["features"].get(feature) != {"files": files}:
+        _write_json(f"{_features_dir(store, name)}/{feature.replace('/', '__')}.json", {"feature": feature, "files": files})
+        record["features"][feature] = {"files": files}
     return record
 
 

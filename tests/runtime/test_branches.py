@@ -216,3 +216,23 @@ def test_a_merge_cut_short_blocks_main_until_it_is_run_again_to_finish(store, tm
     assert open(os.path.join(project.out, "d.txt")).read() == "d under version 2"
     project.listing()
     assert project.compute(version="2")[2] == ["a", "c", "e", "f"]
+
+
+def test_steps_starting_a_branch_at_once_agree_on_its_start_and_keep_every_feature(tmp_path):
+    import concurrent.futures
+    import threading
+
+    features = [f"t/f{i}" for i in range(8)]
+    for attempt in range(5):  # parallel steps of one run (threads here: the same files, the same races)
+        store = {"kind": "delta", "path": str(tmp_path / f"store-{attempt}")}
+        barrier = threading.Barrier(len(features))
+
+        def start(feature):
+            barrier.wait()
+            return branches.ensure_record(store, {"name": "race"}, feature, {"path": f"/out/{feature}"})["started_at"]
+
+        with concurrent.futures.ThreadPoolExecutor(len(features)) as pool:
+            starts = list(pool.map(start, features))
+        record = branches.read_record(store, "race")
+        assert set(starts) == {record["started_at"]}
+        assert {k: v["files"]["path"] for k, v in record["features"].items()} == {f: f"/out/{f}" for f in features}
