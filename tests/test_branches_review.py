@@ -5,6 +5,7 @@
   `hpc branch merge` merges the DuckDB store, then fails on the Delta store with "already merged".
 - A sample main deleted (orphans: delete) after the branch started is merged back into main as
   "added" instead of being refused as a change main made after the branch started.
+- `hpc branch diff --files` calls files it cannot read on this machine (a Slurm profile's) "identical".
 """
 
 from __future__ import annotations
@@ -40,3 +41,12 @@ def test_merge_does_not_bring_back_a_sample_main_deleted_after_the_branch_starte
         return
     assert "d" not in project.main_rows(version="2")["sample_id"].to_list(), \
         "merge wrote back sample d, which main deleted after the branch started"
+
+
+def test_diff_files_does_not_call_files_it_cannot_read_here_identical(capsys):
+    # On a Slurm profile the diff step runs on the login node and returns only paths; the files are not here.
+    from components.cli_branches import _show_files
+
+    _show_files([{"id": "report-4.pdf", "column": "markdown_path",
+                  "branch": "/nonexistent/markdown.branches/pb/report-4.pdf.md", "main": "/nonexistent/markdown/report-4.pdf.md"}])
+    assert "identical" not in capsys.readouterr().out
