@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -129,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         load_settings(project_root)
         with applied(project_root):  # .env, as dg reads it
             return args.func(args, project_root)
+    except BrokenPipeError:
+        # `hpc ... | head` closed the pipe: what was asked for has been read. Silence the flush at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         text = user_message(exc)
         if text is None:

@@ -9,9 +9,7 @@ their first run (HPC_BRANCH=NAME, or the run tag hpc/branch=NAME).
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,7 +92,7 @@ def _run_remote(group: StoreGroup, project_root: Path, step: str, request: dict)
         transport.close()
 
 
-def _on_branch(project_root: Path, name: str, step: str) -> list[dict]:
+def _on_branch(project_root: Path, name: str, step: str, extra: dict | None = None) -> list[dict]:
     """Run `step` on branch `name` in every store of the project that holds it; their summaries.
 
     Raises ConfigError when none does (naming the declared branches) or for the step's refusal.
@@ -104,16 +102,18 @@ def _on_branch(project_root: Path, name: str, step: str) -> list[dict]:
     on_branch = {json.dumps([g.profile.name, g.store], sort_keys=True): g.specs
                  for g in store_groups(project_root, declared)} if declared else {}
     for group in store_groups(project_root):
-        extra = {"branch_specs": on_branch.get(json.dumps([group.profile.name, group.store], sort_keys=True))} \
+        specs = {"branch_specs": on_branch.get(json.dumps([group.profile.name, group.store], sort_keys=True))} \
             if step == "branch-diff" and declared else {}
-        summary = _run(group, project_root, step, {"branch": name, "missing_ok": True, **extra})
+        summary = _run(group, project_root, step, {"branch": name, "missing_ok": True, **specs, **(extra or {})})
         if not summary.get("absent"):
             summaries.append(summary)
     if not summaries:
-        declared = load_branches(project_root)
-        hint = "it starts with its first run: HPC_BRANCH=" + name + " .venv/bin/dg launch ..." if name in declared else \
-            f"declared branches: {', '.join(sorted(declared)) or 'none (see branches.yaml)'}"
-        raise ConfigError(f"branch {name} has not run yet: no store of this project holds it", fix=hint)
+        branches = load_branches(project_root)
+        if name not in branches:
+            raise ConfigError(f"branch {name!r} is not declared in branches.yaml, and no store of this project holds it",
+                              fix=f"declared branches: {', '.join(sorted(branches)) or 'none yet (see branches.yaml)'}")
+        raise ConfigError(f"branch {name} has not run yet: no store of this project holds it",
+                          fix=f"it starts with its first run: HPC_BRANCH={name} .venv/bin/dg launch --assets ...")
     return summaries
 
 
@@ -137,24 +137,24 @@ def cmd_list(args: argparse.Namespace, project_root: Path) -> int:
 
 
 def _show_files(files: list[dict]) -> None:
+    """Print the unified diffs the diff step made where the files are (--files)."""
     for pair in files:
-        branch, main = pair["branch"], pair["main"]
-        try:
-            new = Path(branch).read_text(encoding="utf-8").splitlines() if branch and os.path.exists(branch) else []
-            old = Path(main).read_text(encoding="utf-8").splitlines() if main and os.path.exists(main) else []
-        except (OSError, UnicodeDecodeError) as exc:
-            print(f"    {pair['id']}: cannot compare {pair['column']} here ({exc})")
+        if "unreadable" in pair:
+            print(f"    {pair['id']} ({pair['column']}): cannot compare: {pair['unreadable']}")
             continue
-        lines = list(difflib.unified_diff(old, new, f"main/{pair['id']}", f"branch/{pair['id']}", lineterm="", n=1))
-        print(f"    {pair['id']} ({pair['column']}): " + ("identical" if not lines else f"{len(lines)} diff lines"))
+        if "diff" not in pair:
+            print(f"    {pair['id']} ({pair['column']}): not compared (main {pair['main']}, branch {pair['branch']})")
+            continue
+        lines = pair["diff"]
+        print(f"    {pair['id']} ({pair['column']}): " + ("identical" if not pair["diff_lines"] else f"{pair['diff_lines']} diff lines"))
         for line in lines[:DIFF_LINES]:
             print(f"      {line}")
-        if len(lines) > DIFF_LINES:
-            print(f"      ... {len(lines) - DIFF_LINES} more lines: diff {main} {branch}")
+        if pair["diff_lines"] > DIFF_LINES:
+            print(f"      ... {pair['diff_lines'] - DIFF_LINES} more lines: diff {pair['main']} {pair['branch']}")
 
 
 def cmd_diff(args: argparse.Namespace, project_root: Path) -> int:
-    summaries = _on_branch(project_root, args.name, "branch-diff")
+    summaries = _on_branch(project_root, args.name, "branch-diff", {"files_diff": bool(args.files)})
     if args.json:
         print(json.dumps(summaries, indent=1))
         return 0
@@ -181,6 +181,8 @@ def cmd_diff(args: argparse.Namespace, project_root: Path) -> int:
 
 
 def cmd_merge(args: argparse.Namespace, project_root: Path) -> int:
+    # Every store is checked before any is written: a refusal in one leaves all of them as they are.
+    _on_branch(project_root, args.name, "branch-merge", {"check_only": True})
     for summary in _on_branch(project_root, args.name, "branch-merge"):
         merged = ", ".join(f"{k} {n}" for k, n in summary["merged"].items()) or "nothing (every row is as in main)"
         print(f"merged branch {args.name} into main in {summary['store']}: {merged} sample(s); "

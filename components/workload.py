@@ -482,8 +482,11 @@ def _placed(exc: Exception, defs_file: Path) -> ConfigError:
     if error.location.variable is not None:
         return error  # from the environment: no file is at fault, and every asset would say the same
     if error.location.file is not None:
-        # The fault is in a profile or template; say which asset definition led there.
-        return ConfigError(f"{error.problem}\n  used by: {here}", fix=error.fix, location=error.location)
+        # The fault is in a profile, template or branches.yaml; say which asset definition led there
+        # (its key path is the other file's: only the definition's file and its attributes' line are ours).
+        used_by = lines.location(("attributes",)) if lines else Location(file=defs_file)
+        used_by = Location(file=used_by.file, line=used_by.line)
+        return ConfigError(f"{error.problem}\n  used by: {used_by}", fix=error.fix, location=error.location)
     return ConfigError(error.problem, fix=error.fix, location=here)
 
 

@@ -14,6 +14,7 @@ compare as the same and are not written twice; staged files are moved from the r
 
 from __future__ import annotations
 
+import difflib
 import glob
 import os
 import shutil
@@ -25,7 +26,7 @@ from .branches import (
     branches_dir, check_name, compare, latest, open_branch, read_record, remove_path,
 )
 from .graph import build_graph
-from .stores import describe, expand, open_store
+from .stores import configure, describe, expand, open_store
 
 
 class _Branch:
@@ -40,6 +41,7 @@ class _Branch:
             raise BranchError(f"there is no branch {self.name} in {describe(self.store)}",
                               "list the branches with `hpc branch list`; a branch starts with its first run (HPC_BRANCH=NAME)")
         self.specs = request["specs"]
+        configure()  # before Metaxy builds the graph, which warns without a global configuration
         self.graph, self.classes = build_graph(self.specs)
 
     def features(self, branch_only) -> list[dict]:
@@ -50,7 +52,7 @@ class _Branch:
         cls, ids = self.classes[spec["key"]], list(spec["id_columns"])
         mine = latest(branch_only, cls, ids)
         with main.open("r"):
-            theirs = latest(main, cls, ids, mine.select(ids)) if mine.height else pl.DataFrame()
+            theirs = latest(main, cls, ids, mine.select(ids), deleted=True) if mine.height else pl.DataFrame()
         return compare(mine, theirs, ids).sort(ids) if mine.height else mine
 
 
@@ -87,17 +89,20 @@ def list_branches(request: dict) -> dict:
     """Every branch of the store: name, start, merge time, subset, rows per feature."""
     store = request["store"]
     out = []
+    configure()
     graph, classes = build_graph(request["specs"])
     for path in sorted(glob.glob(expand(f"{branches_dir(store)}/*.json"))):
         name = os.path.basename(path)[: -len(".json")]
         record = read_record(store, name) or {}
         rows: dict[str, int] = {}
-        with graph.use():
-            branch_only = open_store(branch_store(store, name))
-            with branch_only.open("r"):
-                for spec in request["specs"]:
-                    if branch_only.has_feature(classes[spec["key"]]):
-                        rows[spec["key"]] = latest(branch_only, classes[spec["key"]], spec["id_columns"]).height
+        location = branch_store(store, name)
+        if os.path.exists(expand(location["path"])):  # opening a Delta store that is not there would create it
+            with graph.use():
+                branch_only = open_store(location)
+                with branch_only.open("r"):
+                    for spec in request["specs"]:
+                        if branch_only.has_feature(classes[spec["key"]]):
+                            rows[spec["key"]] = latest(branch_only, classes[spec["key"]], spec["id_columns"]).height
         out.append({"name": name, "started_at": record.get("started_at"), "merged_at": record.get("merged_at"),
                     "merging": bool(record.get("merging")), "subset": record.get("subset"), "rows": rows})
     return {"store": describe(store), "branches": out}
@@ -131,8 +136,11 @@ def diff(request: dict) -> dict:
                 files = []
                 for column, main_dir in (branch.record["features"].get(spec["key"], {}).get("files") or {}).items():
                     for row in differ.head(SHOWN).iter_rows(named=True):
-                        files.append({"id": _ids(pl.DataFrame([{c: row[c] for c in ids}]), ids)[0], "column": column,
-                                      "branch": row[column], "main": _main_path(row[column], main_dir, branch.name)})
+                        pair = {"id": _ids(pl.DataFrame([{c: row[c] for c in ids}]), ids)[0], "column": column,
+                                "branch": row[column], "main": _main_path(row[column], main_dir, branch.name)}
+                        if request.get("files_diff"):  # here, where the files are (the login node for a cluster's store)
+                            pair.update(_file_diff(pair))
+                        files.append(pair)
                 features.append({
                     "feature": spec["key"], "rows": rows.height,
                     "added": int((rows["_change"] == "added").sum()), "changed": changed.height,
@@ -164,6 +172,23 @@ def _field_versions(branch: _Branch, branch_specs: list[dict] | None) -> dict[st
     return out
 
 
+FILE_DIFF_LINES = 200  # most lines of one file's unified diff a diff step returns
+
+
+def _file_diff(pair: dict) -> dict:
+    """{"diff": unified diff lines (main -> branch, at most FILE_DIFF_LINES), "diff_lines": their number}
+    or {"unreadable": why}. A file that does not exist (a failed conversion) compares as empty."""
+    texts = []
+    for side in ("main", "branch"):
+        path = pair[side]
+        try:
+            texts.append(open(path, encoding="utf-8").read().splitlines() if path and os.path.exists(path) else [])
+        except (OSError, UnicodeDecodeError) as exc:
+            return {"unreadable": f"{side} file {path}: {exc}"}
+    lines = list(difflib.unified_diff(texts[0], texts[1], f"main/{pair['id']}", f"branch/{pair['id']}", lineterm="", n=1))
+    return {"diff": lines[:FILE_DIFF_LINES], "diff_lines": len(lines)}
+
+
 def _main_path(value: str | None, main_dir: str, name: str) -> str | None:
     """Where a file of the branch lands in main: the same name under main's directory."""
     if not value:
@@ -175,12 +200,16 @@ def _main_path(value: str | None, main_dir: str, name: str) -> str | None:
 
 
 def _conflicts(rows: pl.DataFrame, started: str) -> pl.DataFrame:
-    if rows.is_empty() or rows["_main_updated_at"].dtype == pl.Null:
+    """Rows main wrote or deleted after the branch started and after the branch computed them: the
+    branch's row would undo a change it never saw. (A sample the branch computed again since main's
+    change was computed from main as it is now: no conflict.)"""
+    if rows.is_empty() or rows["_main_changed_at"].dtype == pl.Null:
         return rows.clear()
     import datetime
 
     start = datetime.datetime.fromisoformat(started)
-    return rows.filter(pl.col("_main_updated_at").is_not_null() & (pl.col("_main_updated_at") > start))
+    seen = pl.max_horizontal(pl.lit(start), pl.col(UPDATED_AT))
+    return rows.filter(pl.col("_main_changed_at").is_not_null() & (pl.col("_main_changed_at") > seen))
 
 
 def merge(request: dict) -> dict:
@@ -226,6 +255,8 @@ def merge(request: dict) -> dict:
             "give main the branch's definitions first (copy the branch's `set:` from branches.yaml into the defs.yaml "
             "of those features), then merge again",
         )
+    if request.get("check_only"):
+        return {"store": describe(branch.store), "branch": branch.name, "checked": {s["key"]: r.height for s, r in plan}}
     return _write(branch, plan)
 
 
@@ -241,6 +272,7 @@ def _stage_files(branch: _Branch, spec: dict, rows: pl.DataFrame) -> tuple[pl.Da
                     staged = f"{target}.merge-{branch.name}.tmp"
                     os.makedirs(os.path.dirname(target), exist_ok=True)
                     shutil.copyfile(value, staged)
+                    shutil.copymode(target if os.path.exists(target) else value, staged)  # as private as main's file
                     moves.append([staged, target])
                 else:  # the branch has no file (failed): main's older one would no longer be true
                     removes.append(target)

@@ -38,6 +38,7 @@ PROVENANCE_BY_FIELD = "metaxy_provenance_by_field"
 DATA_VERSION = "metaxy_data_version"
 FEATURE_VERSION = "metaxy_feature_version"
 UPDATED_AT = "metaxy_updated_at"
+DELETED_AT = "metaxy_deleted_at"
 SHOWN = 10
 BRANCH_KINDS = ("delta", "duckdb")
 
@@ -50,16 +51,15 @@ class BranchError(FeatureDataError):
 
 
 def branches_dir(store: dict) -> str:
-    """The folder holding a store's branches and their records (unexpanded, as the store's path)."""
+    """The folder holding a store's branches and their records, PATH.branches (unexpanded, as the
+    store's path; a DuckDB file keeps its suffix, so `metaxy` and `metaxy.duckdb` never share one).
+    Raises BranchError for a store kind that cannot branch."""
     if store.get("kind", "delta") not in BRANCH_KINDS:
         raise BranchError(
             f"branches need a delta or duckdb store; this feature's store is {store.get('kind')}",
             "run branches on a feature whose store is delta (the default) or duckdb",
         )
-    path = store["path"].rstrip("/")
-    if store.get("kind") == "duckdb" and path.endswith(".duckdb"):
-        path = path[: -len(".duckdb")]
-    return path + BRANCHES_SUFFIX
+    return store["path"].rstrip("/") + BRANCHES_SUFFIX
 
 
 def branch_store(store: dict, name: str) -> dict:
@@ -215,8 +215,9 @@ def _filter_columns(where: str) -> list[str]:
 # --- rows compared with main ---------------------------------------------------------------------
 
 
-def latest(store, cls, id_columns: list[str], ids: pl.DataFrame | None = None) -> pl.DataFrame:
-    """The newest row per sample of a feature in this store alone, whatever its feature version."""
+def latest(store, cls, id_columns: list[str], ids: pl.DataFrame | None = None, *, deleted: bool = False) -> pl.DataFrame:
+    """The newest row per sample of a feature in this store alone, whatever its feature version;
+    with `deleted`, a sample whose newest row is a deletion (metaxy_deleted_at set) is kept as that row."""
     if not store.has_feature(cls):
         return pl.DataFrame()
     filters = None
@@ -224,29 +225,33 @@ def latest(store, cls, id_columns: list[str], ids: pl.DataFrame | None = None) -
         if ids.is_empty():
             return pl.DataFrame()
         filters = [_key_expr(id_columns).is_in(_keys(ids, id_columns))]
-    return to_polars(store.read(cls, allow_fallback=False, with_feature_history=True, filters=filters))
+    return to_polars(store.read(cls, allow_fallback=False, with_feature_history=True, filters=filters,
+                                include_soft_deleted=deleted))
 
 
 def compare(branch_rows: pl.DataFrame, main_rows: pl.DataFrame, id_columns: list[str]) -> pl.DataFrame:
-    """Branch rows with `_change`: "added" (main lacks the id), "changed" or "same" (main's row has its
-    provenance and data version), and main's provenance, data version, feature version, update time."""
+    """Branch rows with `_change`: "added" (main lacks the id, or deleted it), "changed" or "same"
+    (main's live row has its provenance and data version), and main's provenance by field, feature
+    version and `_main_changed_at` (when main last wrote or deleted the sample; null if never)."""
     if branch_rows.is_empty():
         return branch_rows
     if main_rows.is_empty():
-        return branch_rows.with_columns(pl.lit("added").alias("_change"), pl.lit(None).alias("_main_updated_at"),
-                                        pl.lit(None, dtype=pl.String).alias("_main_feature_version"))
+        return branch_rows.with_columns(pl.lit("added").alias("_change"), pl.lit(None).alias("_main_changed_at"),
+                                        pl.lit(None, dtype=pl.String).alias("_main_feature_version"),
+                                        pl.lit(None).alias("_main_by_field"))
     theirs = main_rows.select(
         *id_columns,
         pl.col(PROVENANCE).alias("_main_provenance"), pl.col(DATA_VERSION).alias("_main_data_version"),
         pl.col(PROVENANCE_BY_FIELD).alias("_main_by_field"), pl.col(FEATURE_VERSION).alias("_main_feature_version"),
-        pl.col(UPDATED_AT).alias("_main_updated_at"), pl.lit(True).alias("_in_main"),
+        pl.max_horizontal(UPDATED_AT, DELETED_AT).alias("_main_changed_at"),
+        pl.col(DELETED_AT).is_not_null().alias("_main_deleted"),
     )
     joined = branch_rows.join(theirs, on=id_columns, how="left")
     same = (pl.col(PROVENANCE) == pl.col("_main_provenance")) & (pl.col(DATA_VERSION) == pl.col("_main_data_version"))
     return joined.with_columns(
-        pl.when(pl.col("_in_main").is_null()).then(pl.lit("added"))
+        pl.when(pl.col("_main_deleted").is_null() | pl.col("_main_deleted")).then(pl.lit("added"))
         .when(same).then(pl.lit("same")).otherwise(pl.lit("changed")).alias("_change")
-    )
+    ).drop("_main_deleted")
 
 
 def seed_from_main(branch_only, main, cls, id_columns: list[str], candidates: pl.DataFrame) -> pl.DataFrame:

@@ -19,7 +19,7 @@ import polars as pl
 from .casts import cast_exactly, type_name
 from .graph import build_graph, polars_schema
 from .names import DATA_ERROR_FILE
-from .stores import describe, open_store
+from .stores import describe, expand, open_store
 
 STATUS_COLUMN = "hpc_status"  # "new" or "stale" in the increment a workload receives
 INCREMENT_FILE = "increment.parquet"
@@ -194,9 +194,16 @@ def _on_branch(store, feature: Feature, frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(feature.id_columns).join(mine, on=feature.id_columns, how="semi")
 
 
+def _branch_is_new(feature: Feature) -> bool:
+    """On a branch whose store does not exist yet (checked before opening it, which would create it)."""
+    from .branches import branch_store
+
+    return not os.path.exists(expand(branch_store(feature.request["store"], feature.branch["name"])["path"]))
+
+
 def _upstream_missing(store, feature: Feature) -> None:
     for dep in feature.spec.get("deps", []):
-        if feature.branch and not dep.get("optional") and not store.has_feature(dep["feature"]):
+        if feature.branch and not dep.get("optional") and (store is None or not store.has_feature(dep["feature"])):
             name = feature.branch["name"]
             raise FeatureDataError(
                 f"upstream feature {dep['feature']} has not run on branch {name}: {feature.key} would read all of main's "
@@ -258,11 +265,13 @@ def resolve(request: dict) -> dict:
     """
     feature = Feature(request)
     predicates = staleness_predicates(feature)
-    feature.start_branch()
+    if feature.branch and _branch_is_new(feature):
+        _upstream_missing(None, feature)  # refused before anything of the branch exists
     with feature.graph.use():
         store = feature.store()
         with store.open("w" if feature.branch else "r"):
             _upstream_missing(store, feature)
+            feature.start_branch()  # after the checks: a refused first run does not start the branch
             inc = store.resolve_update(feature.cls, staleness_predicates=predicates or None)
             new, stale, orphaned = (to_polars(f) for f in (inc.new, inc.stale, inc.orphaned))
             branch_counts = {}

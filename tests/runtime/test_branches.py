@@ -236,3 +236,40 @@ def test_steps_starting_a_branch_at_once_agree_on_its_start_and_keep_every_featu
         record = branches.read_record(store, "race")
         assert set(starts) == {record["started_at"]}
         assert {k: v["files"]["path"] for k, v in record["features"].items()} == {f: f"/out/{f}" for f in features}
+
+
+def test_a_duckdb_store_and_the_delta_store_of_the_same_stem_keep_separate_branches(tmp_path):
+    delta = {"kind": "delta", "path": str(tmp_path / "metaxy")}
+    duckdb = {"kind": "duckdb", "path": str(tmp_path / "metaxy.duckdb")}
+    assert branches.record_path(delta, "try-v2") != branches.record_path(duckdb, "try-v2")
+    assert branches.branch_store(duckdb, "try-v2")["path"] == str(tmp_path / "metaxy.duckdb.branches" / "try-v2.duckdb")
+
+
+def test_merge_refuses_a_sample_main_deleted_after_the_branch_started(store, tmp_path):
+    project = Project(store, tmp_path)
+    project.listing()
+    project.compute()
+    project.listing(TRY)
+    project.compute(TRY, version="2")
+    # Main moves on: sample d's source is gone, main deletes its rows (orphans: delete).
+    project.listing(contents={i: "v1" for i in IDS if i != "d"})
+    project.compute()
+    with pytest.raises(branches.BranchError) as refused:
+        project.step("branch-merge", "try-v2", version="2")
+    assert "t/source: 1 sample(s): d" in refused.value.problem and "t/text: 1 sample(s): d" in refused.value.problem
+    assert "d" not in project.main_rows(version="2")["sample_id"].to_list()
+
+
+def test_a_branch_run_again_after_mains_change_merges_what_it_recomputed(store, tmp_path):
+    project = Project(store, tmp_path)
+    project.listing()
+    project.compute()
+    project.listing(TRY)
+    project.compute(TRY, version="2")
+    edited = {**{i: "v1" for i in IDS}, "d": "v1-edited"}
+    project.listing(contents=edited)  # main changes d after the branch started ...
+    project.compute()
+    project.listing(TRY, contents=edited)  # ... and the branch, run again, computes d from it
+    assert project.compute(TRY, version="2")[2] == ["d"]
+    merged = project.step("branch-merge", "try-v2", version="2")
+    assert merged["merged"] == {"t/text": 2}  # b and d; the branch's source rows are main's
