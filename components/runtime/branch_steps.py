@@ -4,8 +4,8 @@ A request names the main store (`store`), the features kept in it, upstream firs
 main's definitions declare them) and, but for list, the branch (`branch`). Each returns a JSON-able
 summary; a refusal raises BranchError with the samples it is about.
 
-Merge is checked whole before anything is written: a sample main changed after the branch started
-is a conflict, and so is a feature the branch computed under definitions main does not have (main's
+Merge is checked whole before anything is written: a sample main changed or deleted after the
+branch started, and after the branch last computed it, is a conflict, and so is a feature the branch computed under definitions main does not have (main's
 next run would compute those samples again). Then, from upstream down, each feature's added and
 changed rows are written to main in one commit each, the branch's files move beside main's, and
 the record says merged. A merge cut short is finished by running it again: rows already in main
@@ -243,9 +243,10 @@ def merge(request: dict) -> dict:
                 plan.append((spec, rows))
     if conflicts:
         raise BranchError(
-            f"main changed samples after branch {branch.name} started ({record['started_at']}); nothing was merged:\n    "
-            + "\n    ".join(conflicts),
-            f"start the experiment again from main as it is now: hpc branch drop {branch.name}, then run the branch again",
+            f"main changed or deleted samples after branch {branch.name} started ({record['started_at']}) and after the "
+            "branch computed them; nothing was merged:\n    " + "\n    ".join(conflicts),
+            f"run the branch again (HPC_BRANCH={branch.name}): it recomputes what main's change touched from main as it is "
+            f"now; or start over from main: hpc branch drop {branch.name}, then run the branch again",
         )
     if definitions:
         raise BranchError(

@@ -2,7 +2,7 @@
 
 A branch `NAME` of a store at PATH lives next to it:
     Delta   PATH.branches/NAME/            the branch's tables
-    DuckDB  STEM.branches/NAME.duckdb      (STEM: PATH without .duckdb)
+    DuckDB  PATH.branches/NAME.duckdb
     both    ....branches/NAME.json         its record: when it started, its subset, the files it wrote
 Files a feature writes (Docling's markdown) go to DIR.branches/NAME/ beside their main DIR.
 
