@@ -76,6 +76,14 @@ class Project:
             request["branch_specs"] = specs(branch_version)
         return branch_steps.STEPS[name](request)
 
+    def main_then_branch(self):
+        """Main computed on every sample, then the branch TRY on its subset under code version 2."""
+        self.listing()
+        self.compute()
+        self.listing(TRY)
+        self.compute(TRY, version="2")
+        return self
+
     def main_rows(self, version="1"):
         from components.runtime.graph import build_graph
 
@@ -154,11 +162,7 @@ def test_a_branch_without_changes_copies_main_and_computes_nothing(store, tmp_pa
 
 
 def test_merge_refuses_samples_main_changed_after_the_branch_started(store, tmp_path):
-    project = Project(store, tmp_path)
-    project.listing()
-    project.compute()
-    project.listing(TRY)
-    project.compute(TRY, version="2")
+    project = Project(store, tmp_path).main_then_branch()
     # Main moves on: sample d's source changes and is recomputed there.
     project.listing(contents={**{i: "v1" for i in IDS}, "d": "v1-edited"})
     project.compute()
@@ -191,11 +195,7 @@ def test_subset_parts(tmp_path):
 
 
 def test_a_merge_cut_short_blocks_main_until_it_is_run_again_to_finish(store, tmp_path):
-    project = Project(store, tmp_path)
-    project.listing()
-    project.compute()
-    project.listing(TRY)
-    project.compute(TRY, version="2")
+    project = Project(store, tmp_path).main_then_branch()
     # A real failure half way: a folder stands where main's file of b must go, so moving it fails
     # after the rows are written.
     os.unlink(os.path.join(project.out, "b.txt"))
@@ -246,11 +246,7 @@ def test_a_duckdb_store_and_the_delta_store_of_the_same_stem_keep_separate_branc
 
 
 def test_merge_refuses_a_sample_main_deleted_after_the_branch_started(store, tmp_path):
-    project = Project(store, tmp_path)
-    project.listing()
-    project.compute()
-    project.listing(TRY)
-    project.compute(TRY, version="2")
+    project = Project(store, tmp_path).main_then_branch()
     # Main moves on: sample d's source is gone, main deletes its rows (orphans: delete).
     project.listing(contents={i: "v1" for i in IDS if i != "d"})
     project.compute()
@@ -261,11 +257,7 @@ def test_merge_refuses_a_sample_main_deleted_after_the_branch_started(store, tmp
 
 
 def test_a_branch_run_again_after_mains_change_merges_what_it_recomputed(store, tmp_path):
-    project = Project(store, tmp_path)
-    project.listing()
-    project.compute()
-    project.listing(TRY)
-    project.compute(TRY, version="2")
+    project = Project(store, tmp_path).main_then_branch()
     edited = {**{i: "v1" for i in IDS}, "d": "v1-edited"}
     project.listing(contents=edited)  # main changes d after the branch started ...
     project.compute()
