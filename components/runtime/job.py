@@ -27,7 +27,8 @@ import uuid
 import polars as pl
 
 from .names import REQUEST_ENV
-from .increment import INCREMENT_FILE, PROVENANCE, STATUS_COLUMN, Feature, FeatureDataError, check_output, record_data_error
+from .checks import check_output
+from .increment import INCREMENT_FILE, PROVENANCE, STATUS_COLUMN, Feature, FeatureDataError, record_data_error
 
 COMMIT_ATTEMPTS = 8
 
