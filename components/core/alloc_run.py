@@ -144,13 +144,7 @@ class RunAllocation:
     def request(self, record: A.AllocationRecord, job_dir: str, name: str) -> SubmittedJob:
         """Ask the allocation to start the job script in job_dir as step `name`."""
         run = self.run
-        q = shlex.quote
-        a = record.alloc_dir
-        req = f"{a}/requests/{name}"
-        # Idempotent: a retry after a lost answer must not ask for the step a second time.
-        run._patiently(lambda: run.transport.run(
-            f"umask 077; touch {q(a)}/heartbeat; [ -e {q(f'{a}/started/{name}')} ] || [ -e {q(f'{a}/finished/{name}')} ] || "
-            f"{{ printf %s {q(job_dir)} > {q(req + '.part')} && mv {q(req + '.part')} {q(req)}; }}"))
+        run._patiently(lambda: run.transport.run(request_command(record.alloc_dir, job_dir, name)))
         job = SubmittedJob(self.profile.name, record.job_id, job_dir, step=name, alloc_dir=record.alloc_dir)
         run.context.log.info(f"asked allocation {record.job_id} on {self.profile.name} to run step {name} ({job_dir})")
         return job
@@ -261,6 +255,21 @@ def step_record(client: SlurmClient, text: str, name: str) -> Accounting | None:
         return None
     row = mine[-1]
     return client.parse_accountings([row["JobID"]], "|".join(row[f] for f in fields)).get(row["JobID"])
+
+
+def request_command(alloc_dir: str, job_dir: str, name: str) -> str:
+    """The shell command that asks the allocation's dispatcher to start the job script in job_dir as
+    step `name` (and touches the heartbeat).
+
+    Idempotent: a retry after a lost answer does not ask a second time. The request appears whole: it
+    is written beside requests/ and renamed into it, because the dispatcher starts whatever it finds
+    there (a partial file written inside was once taken for a step named NAME.part, and the rename failed).
+    """
+    q = shlex.quote
+    a = alloc_dir
+    partial = f"{a}/.request-{name}.part"
+    return (f"umask 077; touch {q(a)}/heartbeat; [ -e {q(f'{a}/started/{name}')} ] || [ -e {q(f'{a}/finished/{name}')} ] || "
+            f"{{ printf %s {q(job_dir)} > {q(partial)} && mv {q(partial)} {q(f'{a}/requests/{name}')}; }}")
 
 
 def _max_time_s(profile, partition: str) -> int | None:

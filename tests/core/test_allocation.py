@@ -230,3 +230,32 @@ def test_requeued_allocation_runs_unfinished_steps_again(tmp_path):
     log = d.wait(timeout=15)
     assert "allocation requeued: step a.1 starts again" in log and "b.1 starts again" not in log
     assert (step / "runs").read_text() == "again\n" and d.finished("a.1") == "0"
+
+
+def test_a_step_request_appears_whole_in_requests_where_the_dispatcher_starts_whatever_it_finds(tmp_path):
+    # The dispatcher (allocation.sbatch.j2) starts every file in requests/. Real bash runs the request
+    # command; a `mv` in front of the real one records what requests/ holds at the moment before the
+    # rename, the window in which the dispatcher once took NAME.part for a step.
+    import os
+    import subprocess
+
+    from components.core.alloc_run import request_command
+
+    alloc = tmp_path / "allocation"
+    for folder in ("requests", "started", "finished"):
+        (alloc / folder).mkdir(parents=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    seen = tmp_path / "seen"
+    (bin_dir / "mv").write_text(f"#!/bin/bash\nls -A {alloc}/requests > {seen}\nexec /bin/mv \"$@\"\n")
+    (bin_dir / "mv").chmod(0o755)
+    command = request_command(str(alloc), "/jobs/run/step one", "ensemble__member_1.1")
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    subprocess.run(["bash", "-c", command], check=True, env=env)
+    assert seen.read_text() == ""  # nothing but whole requests ever sits in requests/
+    assert sorted(p.name for p in (alloc / "requests").iterdir()) == ["ensemble__member_1.1"]
+    assert (alloc / "requests" / "ensemble__member_1.1").read_text() == "/jobs/run/step one"
+    subprocess.run(["bash", "-c", command], check=True, env=env)  # a retry asks nothing twice
+    (alloc / "requests" / "ensemble__member_1.1").rename(alloc / "started" / "ensemble__member_1.1")
+    subprocess.run(["bash", "-c", command], check=True, env=env)
+    assert list((alloc / "requests").iterdir()) == []
