@@ -22,6 +22,7 @@ from pydantic import PrivateAttr
 from components.core import environments
 from components.core.branches import BRANCH_TAG, Branch, deep_merge, load_branches, run_branch
 from components.core.imports import workload_imports
+from components.core.job_record import tag_run
 from components.core.render import RUNTIME_DIR
 from components.core.errors import ConfigError, Location
 from components.core.feature_steps import LocalSteps, RemoteSteps, workload_data_failure
@@ -247,7 +248,7 @@ class MetaxyFeatureComponent(WorkloadComponent):
             # Tagged so that the UI shows and filters it: the asset's history mixes main's and branches' runs.
             tags = {BRANCH_TAG: branch.name}
             if context.run.tags.get(BRANCH_TAG) != branch.name:  # chosen by $HPC_BRANCH: the run says so too
-                context.instance.add_run_tags(context.run.run_id, tags)
+                tag_run(context.instance, context.run.run_id, tags)
             request["branch"] = {**branch.request(), "files": self.branch_files(profile, project_root)}
             subset = f"subset {branch.subset}" if branch.subset else "every sample"
             context.log.info(f"{self.feature}: on branch {branch.name} ({subset}"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from components.core import allocation as A
-from components.core.job_record import UNCONFIRMED, SubmittedJob, poll_interval
+from components.core.job_record import UNCONFIRMED, SubmittedJob, poll_interval, tag_run
 from components.core.scheduler import ACTIVE, Accounting, QueueState, SchedulerUnavailable, SlurmClient
 from components.core.ssh_target import ContactLost, NoSession
 from components.core.shared_files import LockTimeout, flocked
@@ -129,10 +129,10 @@ class RunAllocation:
             f"{q(alloc_dir)}/started {q(alloc_dir)}/finished && touch {q(alloc_dir)}/heartbeat"))
         run._patiently(run.transport.put, script.encode(), f"{alloc_dir}/allocation.sh", 0o700)
         tag_key = self.tag_key
-        context.instance.add_run_tags(run_id, {tag_key: A.AllocationRecord(self.profile.name, UNCONFIRMED, alloc_dir, shape).tag()})
+        tag_run(context.instance, run_id, {tag_key: A.AllocationRecord(self.profile.name, UNCONFIRMED, alloc_dir, shape).tag()})
         job_id = run.sbatch(alloc_dir, "run's allocation", script="allocation.sh")
         record = A.AllocationRecord(self.profile.name, job_id, alloc_dir, shape)
-        context.instance.add_run_tags(run_id, {tag_key: record.tag()})
+        tag_run(context.instance, run_id, {tag_key: record.tag()})
         context.log.info(f"obtained allocation {job_id} on {self.profile.name} for this run: {shape.describe()}, "
                          f"sized for {', '.join(shape.steps)} ({alloc_dir})")
         return record

@@ -30,7 +30,7 @@ import dagster as dg
 
 from components.core import environments
 from components.core.contact import OutageTooLong
-from components.core.job_record import UNCONFIRMED, RemotePolicy
+from components.core.job_record import UNCONFIRMED, RemotePolicy, tag_run
 from components.core.metrics import job_metrics
 from components.core.outcome import decide
 from components.core.partition_runs import TaskContextInjector, TaskResult
@@ -126,7 +126,7 @@ class ArrayRun(SlurmRun):
         return None
 
     def _conclude(self, job, state: str) -> None:
-        self.context.instance.add_run_tags(self.context.run.run_id, {ARRAY_OUTCOME_TAG_PREFIX + self.op_name: f"{job.job_id}|{state}"})
+        tag_run(self.context.instance, self.context.run.run_id, {ARRAY_OUTCOME_TAG_PREFIX + self.op_name: f"{job.job_id}|{state}"})
 
     def _cancel(self, array: SubmittedArray, why: str) -> bool:
         """scancel the array job id: every task, pending or running."""
@@ -228,12 +228,12 @@ class ArrayRun(SlurmRun):
         self._patiently(self.transport.put, script.encode(), f"{job_dir}/job.sh", 0o700)
         self._scripts[job_dir] = script
         # Recorded before sbatch runs: if its answer is lost for good, a re-execution asks Slurm.
-        self.context.instance.add_run_tags(self.context.run.run_id, {
+        tag_run(self.context.instance, self.context.run.run_id, {
             ARRAY_TAG_PREFIX + self.op_name: SubmittedArray(self.profile.name, UNCONFIRMED, job_dir, tasks).tag()})
         self.job_known = True
         job_id = self.sbatch(job_dir, "job array", find=self._array_in_dir)
         array = SubmittedArray(self.profile.name, job_id, job_dir, tasks)
-        self.context.instance.add_run_tags(self.context.run.run_id, {ARRAY_TAG_PREFIX + self.op_name: array.tag()})
+        tag_run(self.context.instance, self.context.run.run_id, {ARRAY_TAG_PREFIX + self.op_name: array.tag()})
         self.context.log.info(f"submitted Slurm job array {job_id} on {self.profile.name}: {tasks} task(s), "
                               f"at most {min(tasks, self.max_concurrent)} at once ({job_dir})")
         return array

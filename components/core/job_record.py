@@ -75,3 +75,21 @@ def pack(entries: dict[str, Path]) -> bytes:
 
 def workloads_tar(workloads_dir: Path) -> bytes:
     return pack({"workloads": workloads_dir, RUNTIME_PACKAGE: RUNTIME_DIR})
+
+
+RUN_TAGS_LOCK_WAIT_S = 60.0
+
+
+def tag_run(instance, run_id: str, tags: dict[str, str]) -> None:
+    """Add run tags, one writer at a time among this machine's step processes.
+
+    Dagster's add_run_tags rewrites the run's whole tag set from a copy read just before: two steps
+    tagging at once (two allocations obtained at a run's start) can put back a value the other just
+    replaced, e.g. an allocation's tag back to `unconfirmed`, and a later step then obtains a second
+    allocation. Raises LockTimeout after RUN_TAGS_LOCK_WAIT_S seconds.
+    """
+    from components.core.session import session_dir
+    from components.core.shared_files import flocked
+
+    with flocked(session_dir() / f"tags-{run_id}.lock", RUN_TAGS_LOCK_WAIT_S):
+        instance.add_run_tags(run_id, tags)

@@ -37,7 +37,7 @@ from components.core.poller import SharedPoller
 from components.core.pipes_remote import RemoteFileContextInjector, RemoteFileMessageReader
 from components.core.reported import declared_results
 from components.core.run_metadata import NO_ACCOUNTING, NOT_ACCOUNTED, plan_values, run_metadata
-from components.core.job_record import (OUTCOME_TAG_PREFIX, TAG_PREFIX, UNCONFIRMED, RemotePolicy, SubmittedJob,
+from components.core.job_record import (OUTCOME_TAG_PREFIX, TAG_PREFIX, UNCONFIRMED, RemotePolicy, SubmittedJob, tag_run,
                                         poll_interval, workloads_tar)
 from components.core.render import JobPlan, plan_job, render_script
 from components.core.scheduler import ACTIVE, QueueState, SchedulerUnavailable, SlurmClient, SubmissionError
@@ -157,7 +157,7 @@ class SlurmRun:
 
     def _conclude(self, job: SubmittedJob, state: str) -> None:
         """Record that this job's outcome was reported: a re-execution submits anew."""
-        self.context.instance.add_run_tags(self.context.run.run_id, {OUTCOME_TAG_PREFIX + self.op_name: f"{job.job_id}|{state}"})
+        tag_run(self.context.instance, self.context.run.run_id, {OUTCOME_TAG_PREFIX + self.op_name: f"{job.job_id}|{state}"})
 
     def execute(self) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         attempt = 1
@@ -276,17 +276,17 @@ class SlurmRun:
         if placed is not None:
             record, name = placed[0], placed[2]
             step = SubmittedJob(self.profile.name, record.job_id, job_dir, step=name, alloc_dir=record.alloc_dir)
-            self.context.instance.add_run_tags(self.context.run.run_id, {TAG_PREFIX + self.op_name: step.tag()})
+            tag_run(self.context.instance, self.context.run.run_id, {TAG_PREFIX + self.op_name: step.tag()})
             self.job_known = True
             return self.allocation.request(record, job_dir, name)
         # Recorded before sbatch runs: if its answer is lost for good, a re-execution asks Slurm.
-        self.context.instance.add_run_tags(self.context.run.run_id,
+        tag_run(self.context.instance, self.context.run.run_id,
                                            {TAG_PREFIX + self.op_name: SubmittedJob(self.profile.name, UNCONFIRMED, job_dir).tag()})
         self.job_known = True  # from the moment sbatch runs, a job may exist
         job_id = self.sbatch(job_dir, "job")
         job = SubmittedJob(self.profile.name, job_id, job_dir)
         self.job_known = True
-        self.context.instance.add_run_tags(self.context.run.run_id, {TAG_PREFIX + self.op_name: job.tag()})
+        tag_run(self.context.instance, self.context.run.run_id, {TAG_PREFIX + self.op_name: job.tag()})
         self.context.log.info(f"submitted Slurm job {job_id} on {self.profile.name} ({job_dir})")
         return job
 
